@@ -1,0 +1,1 @@
+"""The `nestdsl` command-line interface (Typer)."""

@@ -1,0 +1,38 @@
+"""Shared test fixtures: golden-file comparison with an update flag."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="rewrite golden files from the current output instead of comparing",
+    )
+
+
+@pytest.fixture
+def golden(request: pytest.FixtureRequest):
+    """Compare text with a golden file under tests/golden/ (or rewrite it with --update-golden)."""
+    update = request.config.getoption("--update-golden")
+
+    def check(relative: str, actual: str) -> None:
+        path = GOLDEN / relative
+        if update or not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(actual, encoding="utf-8")
+            if not update:
+                pytest.fail(f"golden file {relative} was missing; written, re-run to compare")
+            return
+        assert actual == path.read_text(encoding="utf-8"), f"output differs from golden {relative}"
+
+    return check
