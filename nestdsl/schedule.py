@@ -68,7 +68,7 @@ def expand(schedule: Schedule) -> StagePlan:
         if kinds & {"depth", "cascade"}:
             level_stages.append(stage)
     num_stages = len(schedule.steps) + 1
-    kinds_used = {k for step in schedule.steps for k in step.kinds}
+    kinds_used: set[str] = {k for step in schedule.steps for k in step.kinds}
     cascade = "cascade" in kinds_used
     return StagePlan(
         num_stages=num_stages,

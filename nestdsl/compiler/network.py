@@ -1,0 +1,212 @@
+"""The compiled anytime network: joint execution, anytime execution, stage parameters.
+
+Joint execution (``forward``) runs each IR layer as one dense op, all stages at once, as fast
+as a hand-written model of the last stage. Anytime execution (``anytime``) walks the stages in
+order and computes only the units new at each stage from cached unit tensors, so stopping
+after stage k has cost exactly FLOPs(D_k) plus the heads, and the autograd graph behind
+output k touches only D_k's parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from nestdsl.compiler.ops import OPS, LayerOp
+from nestdsl.ir.model import Layer, NestIR, UnitId
+
+
+def module_key(layer_id: str) -> str:
+    """Layer ids contain dots, which module names may not."""
+    return layer_id.replace(".", ":")
+
+
+@dataclass(frozen=True)
+class _Step:
+    """Anytime work item: compute ``stripes`` of ``layer`` from gathered ``groups``.
+
+    ``groups`` lists, in input-channel order, the units summed into each gathered chunk
+    (one unit per chunk for concatenation, one per input layer for a sum).
+    """
+
+    layer: str
+    stripes: tuple[int, ...]
+    groups: tuple[tuple[UnitId, ...], ...]
+
+
+class NestedNet(nn.Module):
+    """An anytime network with one output per stage; see ``docs/contracts.md``."""
+
+    def __init__(self, ir: NestIR):
+        super().__init__()
+        self.ir = ir
+        self.num_stages = ir.num_stages
+        self.input_shape = ir.input_shape
+        self.num_classes = ir.num_classes
+        self.stage_labels = ir.stage_labels
+        self.ops = nn.ModuleDict()
+        for layer in ir.layers.values():
+            if layer.op != "input":
+                kept = [ir.kept_channels(unit) for unit in layer.units()]
+                self.ops[module_key(layer.id)] = OPS[layer.op](layer, kept, ir.in_channels(layer))
+        self._order = [layer for layer in ir.layers.values() if layer.op != "input"]
+        self._last_use = _last_use(self._order)
+        self._staged: list[tuple[int, int, nn.Parameter]] = sorted(
+            (
+                (layer.stripe_stages[j], position, p)
+                for position, layer in enumerate(self._order)
+                for j in range(len(layer.stripes))
+                for p in self.op(layer.id).unit_parameters(j)
+            ),
+            key=lambda item: (item[0], item[1]),
+        )
+        self._steps = [_plan_stage(ir, k) for k in range(1, ir.num_stages + 1)]
+
+    def op(self, layer_id: str) -> LayerOp:
+        op = self.ops[module_key(layer_id)]
+        assert isinstance(op, LayerOp)
+        return op
+
+    # --- execution --------------------------------------------------------------------------
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """Joint execution: every stage's logits ([B, classes] each) from one dense pass."""
+        outputs: dict[str, Tensor] = {"input": x}
+        for index, layer in enumerate(self._order):
+            outputs[layer.id] = self.op(layer.id)([outputs[s] for s in layer.inputs])
+            for finished in self._last_use.get(index, ()):
+                del outputs[finished]
+        return [outputs[head] for head in self.ir.heads]
+
+    def anytime(self, x: Tensor) -> Iterator[Tensor]:
+        """Yield each stage's logits in order, computing only the units new at that stage."""
+        cache: dict[UnitId, Tensor] = {("input", 0): x}
+        pooled: dict[UnitId, Tensor] = {}
+        for stage_steps, head in zip(self._steps, self.ir.heads, strict=True):
+            for step in stage_steps:
+                op = self.op(step.layer)
+                is_head = op.layer.op == "head"
+                source = _PooledView(cache, pooled) if is_head else cache
+                gathered = _gather(step.groups, source)
+                for j, tensor in zip(
+                    step.stripes, op.forward_units(gathered, step.stripes), strict=True
+                ):
+                    cache[(step.layer, j)] = tensor
+            yield cache[(head, 0)]
+
+    # --- parameters -------------------------------------------------------------------------
+
+    def stage_parameters(self, k: int) -> list[nn.Parameter]:
+        """Parameters of D_k: trunk units of stage <= k and heads 1..k (a prefix of D_{k+1}'s)."""
+        self._check_stage(k)
+        return [p for stage, _, p in self._staged if stage <= k]
+
+    def new_parameters(self, k: int) -> list[nn.Parameter]:
+        """w_k minus w_{k-1}: the parameters stage k introduces."""
+        self._check_stage(k)
+        return [p for stage, _, p in self._staged if stage == k]
+
+    def subnetwork(self, k: int) -> Standalone:
+        """D_k as a standalone single-output network sharing nothing with this one."""
+        self._check_stage(k)
+        sub = NestedNet(self.ir.restrict(k))
+        with torch.no_grad():
+            for layer in sub._order:
+                mine, theirs = self.op(layer.id), sub.op(layer.id)
+                for j in range(len(layer.stripes)):
+                    for src, dst in zip(
+                        mine.unit_parameters(j), theirs.unit_parameters(j), strict=True
+                    ):
+                        dst.copy_(src)
+                for name, buffer in theirs.named_buffers(recurse=False):
+                    if name.startswith("running_"):
+                        buffer.copy_(getattr(mine, name)[: buffer.numel()])
+        sub.train(self.training)
+        return Standalone(sub, self.stage_labels[k - 1])
+
+    def _check_stage(self, k: int) -> None:
+        if not 1 <= k <= self.num_stages:
+            raise ValueError(f"stage must be in 1..{self.num_stages}, got {k}")
+
+    def extra_repr(self) -> str:
+        return f"name={self.ir.name!r}, stages={' '.join(self.stage_labels)}"
+
+
+class Standalone(nn.Module):
+    """A single-output network D_k, e.g. for deployment or as an Oracle baseline."""
+
+    def __init__(self, net: NestedNet, label: str):
+        super().__init__()
+        self.net = net
+        self.label = label
+        self.input_shape = net.input_shape
+        self.num_classes = net.num_classes
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)[0]
+
+
+# --- planning helpers ------------------------------------------------------------------------
+
+
+def _plan_stage(ir: NestIR, stage: int) -> list[_Step]:
+    """The anytime work of one stage: new units, grouped by identical kept inputs."""
+    steps: list[_Step] = []
+    for layer in ir.layers.values():
+        if layer.op == "input":
+            continue
+        groups: dict[tuple[tuple[UnitId, ...], ...], list[int]] = {}
+        for j, unit_stage in enumerate(layer.stripe_stages):
+            if unit_stage == stage:
+                groups.setdefault(_gather_groups(ir, layer, (layer.id, j)), []).append(j)
+        steps.extend(_Step(layer.id, tuple(js), key) for key, js in groups.items())
+    return steps
+
+
+def _gather_groups(ir: NestIR, layer: Layer, unit: UnitId) -> tuple[tuple[UnitId, ...], ...]:
+    kept = ir.kept_inputs(unit)
+    if layer.agg == "concat" or len(layer.inputs) == 1:
+        return tuple((u,) for u in kept)
+    by_stripe: dict[int, list[UnitId]] = {}
+    for u in kept:
+        by_stripe.setdefault(u[1], []).append(u)
+    return tuple(tuple(by_stripe[i]) for i in sorted(by_stripe))
+
+
+def _gather(groups: tuple[tuple[UnitId, ...], ...], cache: dict[UnitId, Tensor]) -> Tensor:
+    chunks = []
+    for group in groups:
+        total = cache[group[0]]
+        for unit in group[1:]:
+            total = total + cache[unit]
+        chunks.append(total)
+    return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
+
+
+class _PooledView(dict[UnitId, Tensor]):
+    """Global-average-pooled unit tensors, computed once per unit on first use (heads)."""
+
+    def __init__(self, cache: dict[UnitId, Tensor], pooled: dict[UnitId, Tensor]):
+        super().__init__()
+        self.cache = cache
+        self.pooled = pooled
+
+    def __missing__(self, unit: UnitId) -> Tensor:
+        if unit not in self.pooled:
+            self.pooled[unit] = self.cache[unit].mean(dim=(2, 3))
+        return self.pooled[unit]
+
+
+def _last_use(order: list[Layer]) -> dict[int, list[str]]:
+    """After which layer index each output (heads excepted) can be freed in joint execution."""
+    last: dict[str, int] = {}
+    for index, layer in enumerate(order):
+        for source in layer.inputs:
+            last[source] = index
+    freed: dict[int, list[str]] = {}
+    for layer_id, index in last.items():
+        freed.setdefault(index, []).append(layer_id)
+    return freed
