@@ -36,3 +36,8 @@ def golden(request: pytest.FixtureRequest):
         assert actual == path.read_text(encoding="utf-8"), f"output differs from golden {relative}"
 
     return check
+
+
+@pytest.fixture
+def specs_dir() -> Path:
+    return SPECS

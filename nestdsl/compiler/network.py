@@ -74,12 +74,26 @@ class NestedNet(nn.Module):
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """Joint execution: every stage's logits ([B, classes] each) from one dense pass."""
+        outputs = self._run(x, keep=False)
+        return [outputs[head] for head in self.ir.heads]
+
+    def activations(self, x: Tensor) -> dict[UnitId, Tensor]:
+        """Every unit's activation from joint execution (for inspection and tests)."""
+        outputs = self._run(x, keep=True)
+        return {
+            (layer.id, j): outputs[layer.id][:, start : start + width]
+            for layer in self.ir.layers.values()
+            for j, (start, width) in enumerate(zip(layer.offsets(), layer.stripes, strict=True))
+        }
+
+    def _run(self, x: Tensor, keep: bool) -> dict[str, Tensor]:
         outputs: dict[str, Tensor] = {"input": x}
         for index, layer in enumerate(self._order):
             outputs[layer.id] = self.op(layer.id)([outputs[s] for s in layer.inputs])
-            for finished in self._last_use.get(index, ()):
-                del outputs[finished]
-        return [outputs[head] for head in self.ir.heads]
+            if not keep:
+                for finished in self._last_use.get(index, ()):
+                    del outputs[finished]
+        return outputs
 
     def anytime(self, x: Tensor) -> Iterator[Tensor]:
         """Yield each stage's logits in order, computing only the units new at that stage."""

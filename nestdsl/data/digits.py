@@ -1,0 +1,88 @@
+"""scikit-learn's bundled handwritten digits: the default source, usable with no download.
+
+1,797 real 8×8 grey images of the digits 0-9 (pixel values 0..16), shipped inside the
+scikit-learn wheel. The train/validation split is fixed once and for all (it never depends on
+the run's seed or the machine) so accuracies from different runs are comparable:
+per class, 20 % of the images (rounded) go to validation, chosen by a legacy
+``numpy.random.RandomState`` with a constant seed, whose stream numpy guarantees never to change.
+That gives 1,438 training and 359 validation images.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from nestdsl.data.base import DataSplit, Shape, check_channels, fail
+from nestdsl.data.memory import TensorImageDataset
+from nestdsl.data.transforms import normalize, resize
+
+SPLIT_SEED = 1797
+"""Constant seed of the train/validation split (not the run's seed: the split must not move)."""
+
+VAL_FRACTION = 0.2
+TRAIN_COUNT = 1438
+VAL_COUNT = 359
+
+MEAN = 0.3046
+STD = 0.3758
+"""Pixel mean and standard deviation of the training split, after scaling 0..16 to [0, 1]."""
+
+
+@lru_cache(maxsize=1)
+def _load() -> tuple[np.ndarray, np.ndarray]:
+    """The raw images (float64 [1797, 8, 8], 0..16) and labels; read once per process."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return np.asarray(bunch.images), np.asarray(bunch.target)
+
+
+def split_indices() -> tuple[np.ndarray, np.ndarray]:
+    """Sorted train and validation indices of the fixed, stratified split."""
+    _, labels = _load()
+    rng = np.random.RandomState(SPLIT_SEED)
+    val: list[int] = []
+    for cls in range(10):
+        members = np.flatnonzero(labels == cls)
+        val.extend(rng.permutation(members)[: round(VAL_FRACTION * len(members))].tolist())
+    val_idx = np.sort(np.asarray(val, dtype=np.int64))
+    train_idx = np.setdiff1d(np.arange(len(labels)), val_idx)
+    return train_idx, val_idx
+
+
+def build_digits(arg: str | None, shape: Shape, *, augment: bool, seed: int) -> DataSplit:
+    """Digits at the spec's size: resized once (bilinear), normalized, grey replicated to RGB.
+
+    Training augmentation is a random shift by up to one pixel of the original 8×8 grid (no
+    flips: a mirrored 2 is not a 2). ``seed`` is unused: the split is fixed on purpose.
+    """
+    del seed
+    if arg:
+        fail(
+            "D002",
+            f"data source `digits` takes no argument, got `digits:{arg}`",
+            help="write `--data digits`",
+        )
+    check_channels("digits", shape, (1, 3))
+    channels, height, width = shape
+    images, labels = _load()
+    tensor = torch.from_numpy(images / 16.0).float().unsqueeze(1)  # [N, 1, 8, 8]
+    tensor = normalize(resize(tensor, (height, width)), (MEAN,), (STD,))
+    tensor = tensor.expand(-1, channels, -1, -1).contiguous()
+    targets = torch.from_numpy(labels).long()
+    train_idx, val_idx = (torch.from_numpy(i) for i in split_indices())
+    shift = max(1, round(min(height, width) / 8)) if augment else 0
+    background = -MEAN / STD
+    return DataSplit(
+        train=TensorImageDataset(
+            tensor[train_idx], targets[train_idx], shift=shift, fill=background
+        ),
+        val=TensorImageDataset(tensor[val_idx], targets[val_idx]),
+        num_classes=10,
+        name="digits",
+        mean=(MEAN,) * channels,
+        std=(STD,) * channels,
+    )

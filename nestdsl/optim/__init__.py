@@ -1,0 +1,22 @@
+"""Gradient combination for anytime networks (paper §4): SGD, NormSGD, OSGD, OSGD-norm, greedy.
+
+`combine` is the pure (n, d) → d reference form; `fill_grad` is the training-step helper that
+back-propagates each stage's loss once, combines the per-task gradients through their float64
+Gram matrix and writes the direction into `.grad` for any torch optimizer.
+"""
+
+from nestdsl.optim.coefficients import DEPENDENCE_RTOL
+from nestdsl.optim.combine import combine
+from nestdsl.optim.mtl import MTL_STRATEGIES, torchjd_available
+from nestdsl.optim.step import fill_grad
+from nestdsl.optim.strategies import BASE_STRATEGIES, STRATEGIES
+
+__all__ = [
+    "BASE_STRATEGIES",
+    "DEPENDENCE_RTOL",
+    "MTL_STRATEGIES",
+    "STRATEGIES",
+    "combine",
+    "fill_grad",
+    "torchjd_available",
+]

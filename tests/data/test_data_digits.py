@@ -1,0 +1,104 @@
+"""The bundled digits: counts, fixed stratified split, shapes, normalization, augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nestdsl.data import build_datasets
+from nestdsl.data import digits as D
+from nestdsl.diagnostics import NestError
+
+
+def _labels(ds) -> torch.Tensor:
+    return ds.labels
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 16, 16), (3, 32, 32)])
+def test_shapes_counts_labels(shape):
+    split = build_datasets("digits", shape)
+    assert split.name == "digits" and split.num_classes == 10
+    assert len(split.train) == D.TRAIN_COUNT == 1438
+    assert len(split.val) == D.VAL_COUNT == 359
+    assert len(split.train) + len(split.val) == 1797
+    for ds in (split.train, split.val):
+        image, label = ds[0]
+        assert image.shape == shape and image.dtype == torch.float32
+        assert label.dtype == torch.int64 and 0 <= int(label) <= 9
+    assert len(split.mean) == len(split.std) == shape[0]
+
+
+def test_split_is_fixed_disjoint_and_stratified():
+    train_a, val_a = D.split_indices()
+    train_b, val_b = D.split_indices()
+    assert np.array_equal(train_a, train_b) and np.array_equal(val_a, val_b)
+    assert not set(train_a) & set(val_a)
+    assert len(set(train_a) | set(val_a)) == 1797
+    _, labels = D._load()
+    val_counts = np.bincount(labels[val_a], minlength=10)
+    all_counts = np.bincount(labels, minlength=10)
+    assert np.all(np.abs(val_counts - 0.2 * all_counts) <= 0.5)
+    # the seed argument must not move the split
+    a = build_datasets("digits", (1, 8, 8), seed=0)
+    b = build_datasets("digits", (1, 8, 8), seed=99)
+    assert torch.equal(_labels(a.val), _labels(b.val))
+    assert torch.equal(a.val.images, b.val.images)
+
+
+def test_normalization_constants_match_training_split():
+    images, _ = D._load()
+    train_idx, _ = D.split_indices()
+    pixels = images[train_idx] / 16.0
+    assert abs(pixels.mean() - D.MEAN) < 1e-4
+    assert abs(pixels.std() - D.STD) < 1e-4
+    split = build_datasets("digits", (1, 8, 8), augment=False)
+    assert abs(float(split.train.images.mean())) < 1e-3
+    assert abs(float(split.train.images.std()) - 1.0) < 1e-3
+
+
+def test_rgb_replicates_grey():
+    image, _ = build_datasets("digits", (3, 16, 16)).val[3]
+    assert torch.equal(image[0], image[1]) and torch.equal(image[1], image[2])
+
+
+def test_augmentation_shifts_train_only_and_is_seeded():
+    split = build_datasets("digits", (1, 8, 8))
+    stored = split.train.images[0]
+    torch.manual_seed(0)
+    first = [split.train[0][0] for _ in range(20)]
+    torch.manual_seed(0)
+    second = [split.train[0][0] for _ in range(20)]
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    assert any(not torch.equal(a, stored) for a in first)
+    assert torch.equal(split.val[0][0], split.val.images[0])
+    plain = build_datasets("digits", (1, 8, 8), augment=False)
+    assert torch.equal(plain.train[0][0], plain.train.images[0])
+
+
+def test_bad_channels_and_argument():
+    with pytest.raises(NestError) as err:
+        build_datasets("digits", (2, 8, 8))
+    assert err.value.diagnostics[0].code == "D003"
+    with pytest.raises(NestError) as err:
+        build_datasets("digits:foo", (1, 8, 8))
+    assert err.value.diagnostics[0].code == "D002"
+
+
+def test_seeded_dataloader_with_workers_is_reproducible():
+    """The engine's recipe: a seeded loader generator makes worker augmentation repeatable."""
+    split = build_datasets("digits", (1, 8, 8))
+
+    def batches() -> list[torch.Tensor]:
+        torch.manual_seed(7)
+        loader = torch.utils.data.DataLoader(
+            split.train,
+            batch_size=256,
+            shuffle=True,
+            num_workers=2,
+            generator=torch.Generator().manual_seed(7),
+        )
+        return [x for x, _ in loader][:2]
+
+    first, second = batches(), batches()
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
