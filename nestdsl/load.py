@@ -1,0 +1,57 @@
+"""The front end's public entry points: text or file -> parsed and checked :class:`Spec`.
+
+Parsing (:mod:`nestdsl.parse`) and whole-spec checks (:mod:`nestdsl.checks`) are separate
+passes; this module runs both and turns any error into one :class:`NestError`, so callers
+(the compiler, the CLI) only ever see a checked spec or a renderable error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nestdsl.ast import Spec
+from nestdsl.checks import check
+from nestdsl.diagnostics import Diagnostic, NestError
+from nestdsl.parse import parse
+
+__all__ = ["load", "loads"]
+
+
+def loads(text: str, path: str = "<string>") -> Spec:
+    """Parse and check `.nest` source; raise :class:`NestError` with every error found."""
+    spec = parse(text, path)
+    diagnostics = check(spec)
+    if any(d.severity == "error" for d in diagnostics):
+        raise NestError(diagnostics, {path: text})
+    return spec
+
+
+def load(path: str | Path) -> Spec:
+    """Read, parse and check a `.nest` file (an unreadable file is a :class:`NestError` too)."""
+    display = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = _reason(error)
+        raise NestError(
+            [
+                Diagnostic(
+                    code="E006",
+                    message=f"cannot read spec file `{display}`: {reason}",
+                    help="check the path; spec files are UTF-8 text ending in `.nest`",
+                )
+            ]
+        ) from None
+    return loads(text, display)
+
+
+def _reason(error: OSError | UnicodeDecodeError) -> str:
+    if isinstance(error, UnicodeDecodeError):
+        return "it is not UTF-8 text"
+    if isinstance(error, FileNotFoundError):
+        return "no such file"
+    if isinstance(error, IsADirectoryError):
+        return "it is a directory"
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    return (error.strerror or str(error)).lower()

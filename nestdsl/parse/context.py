@@ -1,0 +1,53 @@
+"""What the parser knows while it walks the statements: the parameters defined so far and the
+diagnostics collected so far.
+
+Errors are collected, never raised one by one; a failed evaluation raises :class:`Failed`
+only to abandon the value it was computing, after its diagnostic has been recorded here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nestdsl.diagnostics import Diagnostic, Span, did_you_mean
+from nestdsl.parse.wording import choices
+
+Value = int | float | str | tuple["Value", ...]
+"""What an expression evaluates to."""
+
+
+class Failed(Exception):
+    """An evaluation failed; the diagnostic (if any) has already been recorded."""
+
+
+@dataclass
+class Context:
+    """The parse of one file: its source lines, its parameters and the diagnostics so far."""
+
+    path: str
+    lines: list[str]
+    params: dict[str, Value] = field(default_factory=dict)
+    param_spans: dict[str, Span] = field(default_factory=dict)
+    failed_params: set[str] = field(default_factory=set)
+    """Parameters whose definition failed (their uses are not reported as undefined)."""
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    def error(self, code: str, message: str, span: Span | None, help: str | None = None) -> None:
+        """Record a diagnostic."""
+        self.diagnostics.append(Diagnostic(code=code, message=message, span=span, help=help))
+
+    def fail(self, code: str, message: str, span: Span | None, help: str | None = None) -> Failed:
+        """Record a diagnostic and return the exception that abandons the current value."""
+        self.error(code, message, span, help)
+        return Failed()
+
+    def undefined(self, name: str, span: Span, extra: tuple[str, ...] = ()) -> Failed:
+        """Report a use of an undefined name (``extra``: other names valid at this place)."""
+        if name in self.failed_params:
+            return Failed()
+        known = (*extra, *self.params)
+        hint = did_you_mean(name, known)
+        listing = f"defined names: {choices(known)}" if known else None
+        if not known:
+            hint = "define it first with `param NAME=VALUE`"
+        return self.fail("E105", f"undefined name `{name}`", span, hint if hint else listing)

@@ -1,0 +1,22 @@
+"""The facts of the `.nest` language that several parsing steps share.
+
+The versions this parser reads, the statement keywords (in the order messages list them) and
+the schedule length limit live here, so that error wording, argument checking and the driver
+agree on them without importing each other.
+"""
+
+from __future__ import annotations
+
+SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
+KEYWORDS: tuple[str, ...] = (
+    "nest",
+    "network",
+    "param",
+    "input",
+    "stem",
+    "block",
+    "head",
+    "schedule",
+)
+MAX_STEPS = 64
+"""Schedules longer than this are surely typos (`width * 100`), and would be huge networks."""

@@ -1,0 +1,147 @@
+"""Where a run executes: device choice, mixed precision, memory format, determinism.
+
+Everything machine-dependent is resolved once into a :class:`Runtime`, so the loop itself has
+no device branches: it enters ``runtime.autocast()`` and moves batches with
+``runtime.to_device``. A device the user asked for but the machine lacks is a ``NestError``,
+never a silent fallback to CPU (a 100× slower run is worse than an error).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from nestdsl.train.checks import fail
+from nestdsl.train.config import TrainConfig
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The resolved execution settings of one process."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+
+    @property
+    def uses_scaler(self) -> bool:
+        """fp16 needs loss scaling (its exponent range underflows small gradients); bf16 not."""
+        return self.amp_dtype == torch.float16
+
+    @property
+    def pin_memory(self) -> bool:
+        return self.device.type == "cuda"
+
+    def autocast(self) -> contextlib.AbstractContextManager[object]:
+        """Mixed-precision region for forward passes and losses (a no-op when AMP is off)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def to_device(self, images: torch.Tensor) -> torch.Tensor:
+        """Move a batch of images, in channels_last layout when that is on."""
+        images = images.to(self.device, non_blocking=self.pin_memory)
+        if self.channels_last and images.dim() == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` → this process's GPU if there is one, else CPU; ``cuda[:N]`` must exist."""
+    match = _DEVICE.match(name.strip().lower())
+    if match is None:
+        fail(
+            "T001",
+            f"unknown device `{name}`",
+            help="use --device auto, cpu, cuda or cuda:N",
+        )
+    kind, index = match.group(1), match.group(2)
+    if kind == "cpu":
+        return torch.device("cpu")
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if kind == "auto":
+        return torch.device("cuda", local_rank % available) if available else torch.device("cpu")
+    number = int(index) if index is not None else local_rank
+    if number >= available:
+        have = f"{available} CUDA device(s)" if available else "no CUDA device"
+        fail(
+            "T006",
+            f"device `{name}` was requested but this machine has {have}"
+            + ("" if torch.backends.cuda.is_built() else " (this PyTorch build has no CUDA)"),
+            help="use --device cpu, or --device auto to take a GPU only when one is present",
+        )
+    return torch.device("cuda", number)
+
+
+def _amp_auto(device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _amp_fp16(device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda":
+        fail(
+            "T007",
+            "--amp fp16 needs a CUDA device (fp16 loss scaling is a GPU technique)",
+            help="use --amp bf16 on CPU, or --amp off",
+        )
+    return torch.float16
+
+
+_AMP: dict[str, Callable[[torch.device], torch.dtype | None]] = {
+    "auto": _amp_auto,
+    "bf16": lambda device: torch.bfloat16,
+    "fp16": _amp_fp16,
+    "off": lambda device: None,
+}
+
+
+def resolve_runtime(config: TrainConfig, local_rank: int = 0) -> Runtime:
+    """Device, AMP dtype and memory format for this process."""
+    device = resolve_device(config.device, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    channels_last = (
+        config.channels_last if config.channels_last is not None else device.type == "cuda"
+    )
+    return Runtime(device=device, amp_dtype=_AMP[config.amp](device), channels_last=channels_last)
+
+
+@contextlib.contextmanager
+def deterministic(device: torch.device) -> Iterator[None]:
+    """Deterministic kernels for the duration of a CPU run, restoring the caller's setting.
+
+    On CUDA deterministic kernels need ``CUBLAS_WORKSPACE_CONFIG`` and cost speed, and GPU runs
+    are not promised bit-exact, so the flag is only switched on for CPU.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    _set_deterministic(True, warn_only=True)
+    try:
+        yield
+    finally:
+        _set_deterministic(before, warn_only=warn_only)
+
+
+def _set_deterministic(mode: bool, *, warn_only: bool) -> None:
+    """``torch.use_deterministic_algorithms`` without its side import of torch._inductor.
+
+    The public function also sets the inductor config flag, importing inductor (seconds of
+    start-up) for a run that never compiles; when inductor is loaded anyway, use it as is.
+    """
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if "torch._inductor.config" in sys.modules or setter is None:
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    else:
+        setter(mode, warn_only=warn_only)

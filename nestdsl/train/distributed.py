@@ -1,0 +1,146 @@
+"""torch.distributed plumbing: process-group setup, reductions, and a local launcher.
+
+Design (see docs/training.md, "Distributed training"):
+
+- ``batch_size`` is the *global* batch; each of the W ranks takes ``batch_size / W`` samples
+  from a DistributedSampler whose order is the single-process order split round-robin, so a
+  W-process step sees exactly the samples of the single-process step.
+- Combining strategies (osgd, sgd-norm, ...) all-reduce (mean) each per-task gradient g_i
+  *before* combining: Gram–Schmidt and norms are non-linear, so combining per rank and then
+  averaging would not equal combining the global gradients. ``sgd`` and ``--standalone``
+  all-reduce the ordinary gradient after one backward.
+- Rank 0's initial weights are broadcast; only rank 0 writes the run directory and prints.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in the job (world_size 1 means no torch.distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def from_env() -> DistContext:
+    """Read RANK / WORLD_SIZE / LOCAL_RANK as torchrun (and :func:`launch`) set them."""
+    if dist.is_available() and dist.is_initialized():
+        return DistContext(
+            rank=dist.get_rank(),
+            world_size=dist.get_world_size(),
+            local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        )
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    return DistContext(
+        rank=int(os.environ.get("RANK", "0")),
+        world_size=world,
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+    )
+
+
+def init(context: DistContext, device: torch.device) -> bool:
+    """Join the process group (gloo on CPU, NCCL on GPU); True when this call created it."""
+    if not context.enabled or dist.is_initialized():
+        return False
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(
+        backend=backend,
+        rank=context.rank,
+        world_size=context.world_size,
+        device_id=device if device.type == "cuda" else None,
+    )
+    return True
+
+
+def shutdown(created: bool) -> None:
+    if created and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def broadcast_module(module: nn.Module) -> None:
+    """Give every rank rank 0's parameters and buffers (BatchNorm statistics included)."""
+    for tensor in module.state_dict().values():
+        if isinstance(tensor, Tensor):
+            dist.broadcast(tensor, src=0)
+
+
+def allreduce_mean(tensor: Tensor) -> Tensor:
+    """Mean over ranks (the ``reduce=`` hook given to fill_grad for per-task gradients)."""
+    reduced = tensor.clone()
+    dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+    return reduced.div_(dist.get_world_size())
+
+
+def allreduce_grads(params: Iterable[nn.Parameter]) -> None:
+    """Average ``.grad`` over ranks in one flat buffer (one collective, not one per tensor)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat.div_(dist.get_world_size())
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def barrier(context: DistContext) -> None:
+    if context.enabled and dist.is_initialized():
+        dist.barrier()
+
+
+def free_port() -> int:
+    """A TCP port that was free on the loopback interface a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def spawn(nproc: int, target: Callable[..., None], args: tuple[object, ...]) -> None:
+    """Run ``target(rank, nproc, port, *args)`` in ``nproc`` fresh local processes.
+
+    Uses the ``spawn`` start method (fork after torch has started threads is unsafe) and a
+    free loopback port; raises the child's failure in the parent.
+    """
+    import torch.multiprocessing as mp
+
+    port = free_port()
+    mp.start_processes(
+        target, args=(nproc, port, *args), nprocs=nproc, join=True, start_method="spawn"
+    )
+
+
+def child_environment(rank: int, nproc: int, port: int) -> None:
+    """The torchrun-style variables :func:`from_env` reads, for a locally spawned rank."""
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(nproc),
+            "LOCAL_WORLD_SIZE": str(nproc),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )

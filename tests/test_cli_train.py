@@ -1,0 +1,183 @@
+"""`nestdsl train`: Typer CliRunner for options and errors, one real subprocess end to end."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import typer
+from nestdsl.cli import train_cmd
+from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "train"))
+from train_toy import write_tiny_spec
+
+FAST = ["--data", "synthetic:128", "--epochs", "2", "--batch-size", "32", "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def single_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def app() -> typer.Typer:
+    """The real application; just the train command when other commands fail to import."""
+    try:
+        from nestdsl.cli.app import app as full
+    except ImportError:
+        only = typer.Typer()
+
+        @only.callback()
+        def root() -> None:
+            """nestdsl"""
+
+        train_cmd.register(only)
+        return only
+    return full
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> str:
+    return write_tiny_spec(tmp_path)
+
+
+def run(app: typer.Typer, *args: str):
+    return CliRunner().invoke(app, ["train", *args])
+
+
+def test_train_prints_a_per_stage_table(app, spec, tmp_path) -> None:
+    out = tmp_path / "run"
+    result = run(app, spec, *FAST, "--strategy", "osgd", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    table = result.stdout
+    for text in ("stage", "label", "top-1", "top-5", "params", "w1", "w2", "w4", "670"):
+        assert text in table
+    assert f"run dir: {out}" in table
+    results = json.loads((out / "results.json").read_text())
+    assert [s["label"] for s in results["stages"]] == ["w1", "w2", "w4"]
+    stored = json.loads((out / "config.json").read_text())
+    assert stored["config"]["data"] == "synthetic:128"
+    assert stored["spec"]["text"] == Path(spec).read_text()
+
+
+def test_all_options_reach_the_config(app, spec, tmp_path) -> None:
+    out = tmp_path / "run"
+    result = run(
+        app,
+        spec,
+        *FAST,
+        "--strategy",
+        "osgd-norm",
+        "--priority",
+        "3,1,2",
+        "--importances",
+        "1,1,2",
+        "--norm-constant",
+        "0.25",
+        "--optimizer",
+        "sgd",
+        "--nesterov",
+        "--lr",
+        "0.02",
+        "--lr-final",
+        "0.001",
+        "--schedule",
+        "step",
+        "--milestones",
+        "1",
+        "--seed",
+        "3",
+        "--amp",
+        "off",
+        "--no-channels-last",
+        "--workers",
+        "0",
+        "--checkpoint-every",
+        "2",
+        "--log",
+        "jsonl",
+        "--no-augment",
+        "--weight-decay",
+        "0",
+        "--quiet",
+        "--out",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["priority"] == [3, 1, 2] and config["importances"] == [1.0, 1.0, 2.0]
+    assert config["schedule"] == "step" and config["milestones"] == [1]
+    assert config["nesterov"] is True and config["seed"] == 3 and config["augment"] is False
+    lrs = [json.loads(line)["lr"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lrs == pytest.approx([0.02, 0.002])
+
+
+def test_standalone_option(app, spec, tmp_path) -> None:
+    result = run(app, spec, *FAST, "--standalone", "2", "--out", str(tmp_path / "r"), "-q")
+    assert result.exit_code == 0, result.output
+    assert "w2" in result.stdout and "w4" not in result.stdout
+
+
+def test_resume_without_spec_uses_the_runs_copy(app, spec, tmp_path) -> None:
+    out = tmp_path / "run"
+    first = run(app, spec, *FAST, "--out", str(out), "-q")
+    assert first.exit_code == 0
+    (out / "final.pt").unlink()
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["epochs_done"] == 2
+    again = run(app, "--resume", str(out), "-q")
+    assert again.exit_code == 0, again.output
+    assert (out / "final.pt").exists()
+    changed = run(app, "--resume", str(out), "--lr", "0.5")
+    assert changed.exit_code == 1
+    assert "T009" in changed.stderr and "lr" in changed.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--strategy", "osdg"], "did you mean `osgd`?"),
+        (["--priority", "1,1,2"], "not a permutation of the stage numbers 1..3"),
+        (["--priority", "a,b"], "--priority expects comma-separated integers"),
+        pytest.param(
+            ["--device", "cuda"],
+            "no CUDA device",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA"),
+        ),
+        (["--data", "mnist"], "unknown data source `mnist`"),
+        (["--schedule", "linear"], "invalid training option `schedule`"),
+        (["--standalone", "9"], "only 3 stages"),
+        (["--nproc", "2", "--batch-size", "33"], "does not split evenly"),
+    ],
+)
+def test_user_errors_exit_1_with_a_diagnostic(app, spec, tmp_path, args, message) -> None:
+    result = run(app, spec, *FAST, *args, "--out", str(tmp_path / "run"))
+    assert result.exit_code == 1, result.output
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_resume_directory_without_checkpoint(app, tmp_path) -> None:
+    result = run(app, "--resume", str(tmp_path))
+    assert result.exit_code == 1
+    assert "no checkpoint.pt to resume from" in result.stderr
+
+
+def test_existing_run_is_not_overwritten(app, spec, tmp_path) -> None:
+    out = tmp_path / "run"
+    assert run(app, spec, *FAST, "--out", str(out), "-q").exit_code == 0
+    again = run(app, spec, *FAST, "--out", str(out), "-q")
+    assert again.exit_code == 1 and "already holds a training run" in again.stderr
+
+
+def test_missing_spec_file_is_a_usage_error(app, tmp_path) -> None:
+    result = run(app, str(tmp_path / "nope.nest"))
+    assert result.exit_code == 2
