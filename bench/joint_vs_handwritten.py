@@ -45,7 +45,9 @@ class Residual(nn.Module):
         self.bns = nn.ModuleList(nn.BatchNorm2d(o) for _, o, _, _ in shapes)
         self.proj = None
         if stride != 1 or cin != out:
-            self.proj = nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+            self.proj = nn.Sequential(
+                nn.Conv2d(cin, out, 1, stride, bias=False), nn.BatchNorm2d(out)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x
@@ -63,8 +65,14 @@ class HandWritten(nn.Module):
         super().__init__()
         stem = spec.stem
         layers: list[nn.Module] = [
-            nn.Conv2d(spec.input.channels, stem.channels, stem.kernel, stem.stride,
-                      stem.kernel // 2, bias=False),
+            nn.Conv2d(
+                spec.input.channels,
+                stem.channels,
+                stem.kernel,
+                stem.stride,
+                stem.kernel // 2,
+                bias=False,
+            ),
             nn.BatchNorm2d(stem.channels),
             nn.ReLU(),
         ]
@@ -81,8 +89,9 @@ class HandWritten(nn.Module):
         if block.kind not in ("basic", "bottleneck"):
             raise SystemExit(f"the hand-written baseline covers residual specs, not {block.kind}")
         for r in range(block.count):
-            unit = Residual(block.kind, cin, block.channels, block.stride if r == 0 else 1,
-                            block.expansion)
+            unit = Residual(
+                block.kind, cin, block.channels, block.stride if r == 0 else 1, block.expansion
+            )
             layers.append(unit)
             cin = block.channels * (block.expansion if block.kind == "bottleneck" else 1)
         return cin

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+
 from nestdsl.cli import compile_cmd, draw_cmd, train_cmd
 
 app = typer.Typer(

@@ -4,10 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from nestdsl.diagnostics import NestError
+
+SpecArgument = Annotated[
+    Path,
+    typer.Argument(
+        exists=True,
+        file_okay=True,
+        dir_okay=False,
+        readable=True,
+        metavar="SPEC",
+        help="The `.nest` spec file.",
+        show_default=False,
+    ),
+]
+"""The SPEC argument of `compile` and `draw`, validated by Typer (exit 2 when missing)."""
 
 
 @contextmanager

@@ -14,19 +14,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from nestdsl.cli.common import user_errors
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from nestdsl.ast import Spec
+from nestdsl.cli.common import SpecArgument, user_errors
 from nestdsl.cost import StageCost, stage_costs
+from nestdsl.diagnostics import Diagnostic, NestError
 from nestdsl.ir import NestIR, build_ir, dump_ir
 from nestdsl.load import load
 from nestdsl.schedule import StagePlan, expand
+
+if TYPE_CHECKING:
+    import torch
 
 FOOTNOTE = (
     "FLOPs count multiply-accumulates (MACs) of convolutions and classifiers, one input.",
@@ -174,21 +178,56 @@ TEXT_EMITTERS: dict[Emit, Callable[[Compiled], str]] = {
 }
 
 
-def export_program(compiled: Compiled, stage: int, path: Path) -> None:
+def export_program(compiled: Compiled, stage: int, path: Path, weights: Path | None) -> None:
     """Save D_stage as a ``torch.export`` program (load with ``torch.export.load``).
 
-    The batch dimension is dynamic, so the saved program serves any batch size.
+    The batch dimension is dynamic, so the saved program serves any batch size. ``weights``
+    (a run directory or a state-dict file) gives the trained parameters; without it the
+    program holds freshly initialised ones, which is only useful to inspect the graph.
     """
     import torch
 
     from nestdsl.compiler import compile as compile_net
 
     net = compile_net(compiled.ir).eval()
+    if weights is not None:
+        _load_weights(net, weights)
     sub = net.subnetwork(stage).eval()
     example = torch.zeros(2, *compiled.ir.input_shape)
     batch = torch.export.Dim("batch", min=1)
     program = torch.export.export(sub, (example,), dynamic_shapes=({0: batch},))
     torch.export.save(program, str(path))
+
+
+def _load_weights(net: torch.nn.Module, weights: Path) -> None:
+    """Load trained weights (never executing pickled code); mismatches are user errors."""
+    from nestdsl.train.runs import FINAL, load_tensors
+
+    path = weights / FINAL if weights.is_dir() else weights
+    if not path.is_file():
+        raise NestError(
+            [
+                Diagnostic(
+                    code="E904",
+                    message=f"no weights at `{path}`",
+                    help=f"give a run directory holding `{FINAL}` or a state-dict file",
+                )
+            ]
+        )
+    state = load_tensors(path)
+    try:
+        net.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        raise NestError(
+            [
+                Diagnostic(
+                    code="E904",
+                    message=f"the weights in `{path}` do not fit this spec",
+                    help="export with the spec the run was trained on",
+                    notes=(str(error).splitlines()[0],),
+                )
+            ]
+        ) from None
 
 
 def _write(text: str, output: Path | None) -> None:
@@ -200,18 +239,7 @@ def _write(text: str, output: Path | None) -> None:
 
 
 def compile_command(
-    spec: Annotated[
-        Path,
-        typer.Argument(
-            exists=True,
-            file_okay=True,
-            dir_okay=False,
-            readable=True,
-            metavar="SPEC",
-            help="The `.nest` spec file.",
-            show_default=False,
-        ),
-    ],
+    spec: SpecArgument,
     emit: Annotated[
         Emit,
         typer.Option(
@@ -243,6 +271,17 @@ def compile_command(
             show_default=False,
         ),
     ] = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--weights",
+            "-w",
+            exists=True,
+            help="With --emit export: trained weights, a run directory (its final.pt) or a "
+            "state-dict file.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Check SPEC and print its stages: size, parameters, FLOPs and incremental FLOPs."""
     if emit is Emit.export and output is None:
@@ -251,6 +290,10 @@ def compile_command(
         )
     if stage is not None and emit is not Emit.export:
         raise typer.BadParameter("--stage only applies to --emit export", param_hint="'--stage'")
+    if weights is not None and emit is not Emit.export:
+        raise typer.BadParameter(
+            "--weights only applies to --emit export", param_hint="'--weights'"
+        )
     with user_errors():
         loaded = load(spec)
         compiled = Compiled(loaded, build_ir(loaded), expand(loaded.schedule))
@@ -263,7 +306,8 @@ def compile_command(
                 f"{spec} has {last} stage{'s' if last != 1 else ''}; choose 1..{last}",
                 param_hint="'--stage'",
             )
-        export_program(compiled, chosen, output)
+        with user_errors():
+            export_program(compiled, chosen, output, weights)
         label = compiled.ir.stage_labels[chosen - 1]
         typer.echo(f"wrote {output} (stage {chosen}, {label})", err=True)
         return

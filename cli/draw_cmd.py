@@ -11,26 +11,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from nestdsl.cli.common import user_errors
 
+from nestdsl.cli.common import SpecArgument, user_errors
 from nestdsl.draw import RENDERERS, render, to_dot
 from nestdsl.ir import build_ir
 from nestdsl.load import load
 
 
 def draw_command(
-    spec: Annotated[
-        Path,
-        typer.Argument(
-            exists=True,
-            file_okay=True,
-            dir_okay=False,
-            readable=True,
-            metavar="SPEC",
-            help="The `.nest` spec file.",
-            show_default=False,
-        ),
-    ],
+    spec: SpecArgument,
     output: Annotated[
         Path,
         typer.Option(

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from nestdsl.cli.common import user_errors
 from rich.console import Console
 from rich.table import Table
 
+from nestdsl.cli.common import user_errors
 from nestdsl.train import distributed
 from nestdsl.train.checks import fail
 from nestdsl.train.config import make_config
@@ -66,7 +66,9 @@ def train(
     optimizer: Annotated[str | None, Opt(help="sgd | adamw")] = None,
     lr: Annotated[float | None, Opt(help="Initial learning rate")] = None,
     lr_final: Annotated[float | None, Opt(help="Final LR (exp default: 0.8% of --lr)")] = None,
-    schedule: Annotated[str | None, Opt(help="cosine (default) | exp (the paper's) | step | constant")] = None,
+    schedule: Annotated[
+        str | None, Opt(help="cosine (default) | exp (the paper's) | step | constant")
+    ] = None,
     milestones: Annotated[str | None, Opt(help="Epochs where `step` decays, e.g. 30,60")] = None,
     momentum: Annotated[float | None, Opt(help="SGD momentum (default 0.9)")] = None,
     nesterov: Annotated[bool | None, Opt("--nesterov/--no-nesterov")] = None,

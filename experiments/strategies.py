@@ -18,8 +18,13 @@ import nestdsl
 from nestdsl.train import TrainConfig, train
 
 STRATEGIES = ["greedy", "sgd", "osgd", "sgd-norm", "osgd-norm"]
-HEADERS = {"greedy": "Greedy", "sgd": "SGD", "osgd": "OSGD", "sgd-norm": "SGD-Norm",
-           "osgd-norm": "OSGD-Norm"}
+HEADERS = {
+    "greedy": "Greedy",
+    "sgd": "SGD",
+    "osgd": "OSGD",
+    "sgd-norm": "SGD-Norm",
+    "osgd-norm": "OSGD-Norm",
+}
 
 
 def run(args: argparse.Namespace) -> dict[str, list[list[float]]]:
@@ -27,25 +32,36 @@ def run(args: argparse.Namespace) -> dict[str, list[list[float]]]:
     errors: dict[str, list[list[float]]] = {}
     for strategy in args.strategies:
         for seed in args.seeds:
-            config = TrainConfig(data=args.data, strategy=strategy, epochs=args.epochs,
-                                 schedule=args.schedule, seed=seed, device=args.device)
+            config = TrainConfig(
+                data=args.data,
+                strategy=strategy,
+                epochs=args.epochs,
+                schedule=args.schedule,
+                seed=seed,
+                device=args.device,
+            )
             start = time.perf_counter()
             result = train(args.spec, config, progress=False)
             per_stage = errors.setdefault(strategy, [[] for _ in result.stages])
             for stage, metrics in enumerate(result.stages):
                 per_stage[stage].append(100 * (1 - metrics.top1))
             took = time.perf_counter() - start
-            print(f"{strategy:9s} seed {seed}: "
-                  + " ".join(f"{100 * (1 - m.top1):5.1f}" for m in result.stages)
-                  + f"  ({took:.0f}s)", flush=True)
+            print(
+                f"{strategy:9s} seed {seed}: "
+                + " ".join(f"{100 * (1 - m.top1):5.1f}" for m in result.stages)
+                + f"  ({took:.0f}s)",
+                flush=True,
+            )
     return errors
 
 
 def table(spec_path: str, errors: dict[str, list[list[float]]]) -> str:
     labels = nestdsl.build_ir(nestdsl.load(spec_path)).stage_labels
     strategies = list(errors)
-    lines = ["| stage | " + " | ".join(HEADERS.get(s, s) for s in strategies) + " |",
-             "|---|" + "---|" * len(strategies)]
+    lines = [
+        "| stage | " + " | ".join(HEADERS.get(s, s) for s in strategies) + " |",
+        "|---|" + "---|" * len(strategies),
+    ]
     for stage, label in enumerate(labels):
         cells = []
         for s in strategies:

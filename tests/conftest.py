@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,15 @@ def golden(request: pytest.FixtureRequest):
 @pytest.fixture
 def specs_dir() -> Path:
     return SPECS
+
+
+@pytest.fixture
+def single_thread() -> Iterator[None]:
+    """Tiny models: intra-op threads only add contention (10x slower on a busy 2-core
+    machine), and one thread keeps results bit-for-bit reproducible."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from nestdsl.cli.app import app
-from nestdsl.cli.compile_cmd import human
 from typer.testing import CliRunner
 
+from nestdsl.cli.app import app
+from nestdsl.cli.compile_cmd import human
 from nestdsl.cost import stage_costs
 from nestdsl.ir import build_ir
 from nestdsl.load import load
@@ -126,6 +126,47 @@ def test_export(tmp_path: Path) -> None:
     x = torch.randn(3, 3, 8, 8)  # another batch size than the example: the batch is dynamic
     expected = net.subnetwork(2).eval()(x)
     assert torch.allclose(program.module()(x), expected, atol=1e-5)
+
+
+def test_export_with_trained_weights(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from nestdsl.compiler import compile as compile_net
+
+    net = compile_net(build_ir(load(TINY))).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1)  # weights a fresh network cannot have by chance
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(net.state_dict(), run / "final.pt")
+    out = tmp_path / "d3.pt2"
+    args = ["compile", str(TINY), "-e", "export", "-o", str(out), "--weights", str(run)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.allclose(torch.export.load(str(out)).module()(x), net(x)[-1], atol=1e-5)
+
+
+def test_export_with_weights_of_another_spec(tmp_path: Path, specs_dir: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from nestdsl.compiler import compile as compile_net
+
+    other = compile_net(build_ir(load(specs_dir / "digits_width.nest")))
+    torch.save(other.state_dict(), tmp_path / "final.pt")
+    args = [
+        "compile",
+        str(TINY),
+        "-e",
+        "export",
+        "-o",
+        str(tmp_path / "x.pt2"),
+        "-w",
+        str(tmp_path / "final.pt"),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert "error[E904]" in result.stderr and "Traceback" not in result.output
+    assert runner.invoke(app, ["compile", str(TINY), "-w", str(tmp_path)]).exit_code == 2
 
 
 def test_export_usage_errors(tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import graphviz
 import pytest
-from nestdsl.cli.app import app
 from typer.testing import CliRunner
 
+from nestdsl.cli.app import app
 from nestdsl.draw import to_dot
 from nestdsl.ir import build_ir
 from nestdsl.load import load

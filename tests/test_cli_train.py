@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 import typer
-from nestdsl.cli import train_cmd
 from typer.testing import CliRunner
+
+from nestdsl.cli import train_cmd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "train"))
 from train_toy import write_tiny_spec
@@ -19,12 +19,7 @@ from train_toy import write_tiny_spec
 FAST = ["--data", "synthetic:128", "--epochs", "2", "--batch-size", "32", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture

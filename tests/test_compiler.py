@@ -53,9 +53,11 @@ def test_parameters_are_nested(path: Path) -> None:
         params = net.stage_parameters(k)
         ids = {id(p) for p in params}
         assert previous < ids or (k == 1 and ids)
-        assert [id(p) for p in params[: len(previous)]] == [
-            id(p) for p in net.stage_parameters(k - 1)
-        ] if k > 1 else True
+        assert (
+            [id(p) for p in params[: len(previous)]] == [id(p) for p in net.stage_parameters(k - 1)]
+            if k > 1
+            else True
+        )
         new = {id(p) for p in net.new_parameters(k)}
         assert new == ids - previous
         previous = ids
@@ -114,10 +116,14 @@ def test_sizes_grow_as_the_schedule_says(path: Path) -> None:
     for k, cost in enumerate(costs, start=1):
         assert cost.params == sum(p.numel() for p in net.subnetwork(k).parameters())
         assert cost.anytime_params == sum(p.numel() for p in net.stage_parameters(k))
-        share = sum(r for r, s in zip(plan.stripe_ratios, plan.stripe_stages) if s <= k)
+        share = sum(
+            r for r, s in zip(plan.stripe_ratios, plan.stripe_stages, strict=True) if s <= k
+        )
         for layer in net.ir.layers.values():
             if layer.op in ("conv", "add") and layer.stage <= k and not layer.id.startswith("exit"):
-                present = sum(c for c, s in zip(layer.stripes, layer.stripe_stages) if s <= k)
+                present = sum(
+                    c for c, s in zip(layer.stripes, layer.stripe_stages, strict=True) if s <= k
+                )
                 assert present * plan.width_units == layer.channels * share, layer.id
         if not plan.cascade:
             level = plan.level_of_stage(k)
@@ -125,8 +131,10 @@ def test_sizes_grow_as_the_schedule_says(path: Path) -> None:
                 layers = [
                     layer
                     for layer in net.ir.layers.values()
-                    if layer.block == block.name and ".trans" not in layer.id
-                    and layer.id.count(".") == 1 and layer.stage <= k
+                    if layer.block == block.name
+                    and ".trans" not in layer.id
+                    and layer.id.count(".") == 1
+                    and layer.stage <= k
                 ]
                 if block.kind in ("sparse_resnet", "sparsenet"):
                     assert len(layers) == block.count // 2 ** (plan.depth_levels - level)
@@ -178,5 +186,5 @@ def test_stage_gradients_reach_only_their_subnetwork() -> None:
 def test_stage_out_of_range_is_a_clear_error() -> None:
     path = Path(__file__).parent.parent / "specs" / "digits_width.nest"
     net = nestdsl.compile(nestdsl.load(path))
-    with pytest.raises(ValueError, match="stage must be in 1..3"):
+    with pytest.raises(ValueError, match=r"stage must be in 1\.\.3"):
         net.subnetwork(4)

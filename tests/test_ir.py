@@ -38,7 +38,7 @@ def test_edges_keep_only_stage_non_decreasing_connections() -> None:
 
 def test_channelwise_ops_connect_matching_stripes_only() -> None:
     ir = nestdsl.build_ir(small_spec([("basic", 1, 16, 1)], "width * 2", stem=16))
-    for src, dst in ir.graph.in_edges(("b1.1.add", 1)):
+    for src, _ in ir.graph.in_edges(("b1.1.add", 1)):
         assert src[1] == 1
 
 

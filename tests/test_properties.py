@@ -6,6 +6,8 @@ generated spec must compile and satisfy nesting, state reuse, extraction, sizes 
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -38,15 +40,19 @@ def specs(draw: st.DrawFn) -> Spec:
     plan_units = sum(ratios)
     levels = 1 + sum("depth" in s or s == "cascade" for s in steps)
     depth = any("depth" in s for s in steps)
-    kinds = ["sparse_resnet", "sparsenet"] if depth else [
-        "plain", "basic", "bottleneck", "sparse_resnet", "sparsenet"
-    ]
+    kinds = (
+        ["sparse_resnet", "sparsenet"]
+        if depth
+        else ["plain", "basic", "bottleneck", "sparse_resnet", "sparsenet"]
+    )
     blocks = []
     for _ in range(draw(st.integers(1, 2))):
         kind = draw(st.sampled_from(kinds))
-        count = 2 ** (levels - 1) * draw(st.integers(1, 2)) if depth or kind.startswith(
-            "sparse"
-        ) else draw(st.integers(1, 2))
+        count = (
+            2 ** (levels - 1) * draw(st.integers(1, 2))
+            if depth or kind.startswith("sparse")
+            else draw(st.integers(1, 2))
+        )
         if cascade:
             count = 2 ** (levels - 1) * draw(st.integers(1, 2))
         width = plan_units * draw(st.integers(1, 2)) * (2 if plan_units < 4 else 1)
@@ -55,9 +61,7 @@ def specs(draw: st.DrawFn) -> Spec:
     return small_spec(blocks, schedule, stem=stem, size=8)
 
 
-PROPERTY = settings(
-    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+PROPERTY = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @PROPERTY
@@ -90,7 +94,7 @@ def test_random_specs_satisfy_the_invariants(spec: Spec) -> None:
     costs = nestdsl.stage_costs(net.ir)
     for k, cost in enumerate(costs, start=1):
         assert cost.params == sum(p.numel() for p in net.subnetwork(k).parameters())
-    assert all(a.anytime_params < b.anytime_params for a, b in zip(costs, costs[1:]))
+    assert all(a.anytime_params < b.anytime_params for a, b in itertools.pairwise(costs))
 
     # 5. cost: anytime execution performs exactly the incremental FLOPs
     counter = FlopCounterMode(display=False)
