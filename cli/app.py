@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
+from nestdsl import __version__
 from nestdsl.cli import compile_cmd, draw_cmd, train_cmd
 
 app = typer.Typer(
@@ -16,6 +19,24 @@ app = typer.Typer(
 
 for command in (compile_cmd, train_cmd, draw_cmd):
     command.register(app)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"nestdsl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Compile, train and draw anytime neural networks written as `.nest` specs."""
 
 
 def main() -> None:

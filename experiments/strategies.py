@@ -3,7 +3,7 @@
 Trains the spec once per (strategy, seed) with the same settings and prints a Markdown table
 of mean (std) top-1 error in percent, stages as rows, strategies as columns, like the paper.
 
-    python experiments/strategies.py specs/digits_width.nest --epochs 15 --seeds 0 1 2
+    python experiments/strategies.py specs/digits_width.nest --seeds 0 1 2 --norm-constant 0.005
     python experiments/strategies.py specs/resnet42_width.nest --data cifar10:/data/cifar \
         --epochs 200 --schedule exp --seeds 0 1 2          # the paper's CIFAR-10 setting
 """
@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> dict[str, list[list[float]]]:
                 schedule=args.schedule,
                 seed=seed,
                 device=args.device,
+                norm_constant=args.norm_constant,
             )
             start = time.perf_counter()
             result = train(args.spec, config, progress=False)
@@ -80,6 +81,12 @@ def main() -> None:
     parser.add_argument("--schedule", default="cosine")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument(
+        "--norm-constant",
+        type=float,
+        default=0.5,
+        help="NormSGD's C; calibrate it to the size of raw gradients",
+    )
     parser.add_argument("--strategies", nargs="+", default=STRATEGIES)
     args = parser.parse_args()
     errors = run(args)

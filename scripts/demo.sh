@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/nestdsl compile specs/digits_width.nest
 .venv/bin/nestdsl train specs/digits_width.nest --data digits --strategy osgd \
-  --epochs 15 --out runs/digits_width_osgd "$@"
+  --epochs 15 "$@"
