@@ -4,39 +4,15 @@ from __future__ import annotations
 
 import os
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cifar_files import batch_dict, write_pickle, make_cifar10
 
 from nestdsl.data import build_datasets
 from nestdsl.data.cifar import CIFAR10
 from nestdsl.diagnostics import NestError
-
-CIFAR10_FILES = [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]
-
-
-def _batch(n: int, seed: int, label_key: bytes, classes: int) -> dict:
-    rng = np.random.RandomState(seed)
-    return {
-        b"batch_label": b"testing batch 1 of 1",
-        label_key: rng.randint(0, classes, size=n).tolist(),
-        b"data": rng.randint(0, 256, size=(n, 3072)).astype(np.uint8),
-        b"filenames": [f"img_{i}.png".encode() for i in range(n)],
-    }
-
-
-def _write(path: Path, obj: object, protocol: int = 2) -> None:
-    path.write_bytes(pickle.dumps(obj, protocol=protocol))
-
-
-def make_cifar10(root: Path, n: int = 6) -> Path:
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    for i, name in enumerate(CIFAR10_FILES):
-        _write(folder / name, _batch(n, i, b"labels", 10), protocol=2 + i % 4)
-    return folder
 
 
 def test_cifar10_loads_from_parent_or_folder(tmp_path):
@@ -82,9 +58,9 @@ def test_cifar100_fine_labels(tmp_path):
     folder = tmp_path / "cifar-100-python"
     folder.mkdir()
     for name, n in (("train", 8), ("test", 4)):
-        batch = _batch(n, n, b"fine_labels", 100)
+        batch = batch_dict(n, n, b"fine_labels", 100)
         batch[b"coarse_labels"] = [0] * n
-        _write(folder / name, batch, protocol=pickle.HIGHEST_PROTOCOL)
+        write_pickle(folder / name, batch, protocol=pickle.HIGHEST_PROTOCOL)
     split = build_datasets(f"cifar100:{tmp_path}", (3, 32, 32))
     assert len(split.train) == 8 and len(split.val) == 4 and split.num_classes == 100
     assert split.train[0][0].shape == (3, 32, 32)
@@ -140,7 +116,7 @@ class _Exploit:
 def test_code_executing_pickle_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     folder = make_cifar10(tmp_path)
-    _write(folder / "test_batch", {b"data": _Exploit(), b"labels": []})
+    write_pickle(folder / "test_batch", {b"data": _Exploit(), b"labels": []})
     diag = _error(f"cifar10:{folder}")
     assert diag.code == "D006" and "system" in diag.message
     assert not (tmp_path / "pwned.txt").exists()
