@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from cifar_files import batch_dict, write_pickle, make_cifar10
+from cifar_files import batch_dict, make_cifar10, write_pickle
 
 from nestdsl.data import build_datasets
 from nestdsl.data.cifar import CIFAR10
