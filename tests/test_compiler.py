@@ -188,3 +188,14 @@ def test_stage_out_of_range_is_a_clear_error() -> None:
     net = nestdsl.compile(nestdsl.load(path))
     with pytest.raises(ValueError, match=r"stage must be in 1\.\.3"):
         net.subnetwork(4)
+
+
+def test_within_a_deadline_returns_the_last_finished_stage() -> None:
+    path = Path(__file__).parent.parent / "specs" / "digits_width.nest"
+    net = nestdsl.compile(nestdsl.load(path)).eval()
+    x = torch.randn(2, *net.input_shape)
+    with torch.no_grad():
+        stage, logits = net.within(x, seconds=60.0)
+        assert stage == net.num_stages and logits is not None
+        assert close(logits, net(x)[-1])
+        assert net.within(x, seconds=0.0) == (0, None)

@@ -9,6 +9,7 @@ output k touches only D_k's parameters.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -110,6 +111,23 @@ class NestedNet(nn.Module):
                 ):
                     cache[(step.layer, j)] = tensor
             yield cache[(head, 0)]
+
+    def within(self, x: Tensor, seconds: float) -> tuple[int, Tensor | None]:
+        """Anytime inference under a deadline: ``(k, logits of stage k)`` for the last stage
+        that finished within ``seconds`` of the call, or ``(0, None)`` if none did.
+
+        Stages run to completion (a stage's kernels cannot be stopped midway), so a stage
+        that finishes after the deadline is discarded and no later stage is started.
+        """
+        start = time.perf_counter()
+        best: tuple[int, Tensor | None] = (0, None)
+        for k, logits in enumerate(self.anytime(x), start=1):
+            if x.is_cuda:
+                torch.cuda.synchronize(x.device)
+            if time.perf_counter() - start > seconds:
+                break
+            best = (k, logits)
+        return best
 
     # --- parameters -------------------------------------------------------------------------
 
