@@ -47,7 +47,7 @@ class Builder:
         self.position = 0
         """Trunk position of the repeated unit being lowered (1-based; 0 = stem)."""
         self.trunk: list[Feature] = []
-        """The feature after each trunk position (cascade exits read these)."""
+        """The feature after each trunk position, for cascade exits (single-level nets only)."""
         total = sum(block.count for block in spec.blocks)
         self.exit_positions = tuple(
             total // 2 ** (plan.depth_levels - e) for e in range(1, plan.depth_levels + 1)
@@ -420,11 +420,8 @@ def _sparse_block(builder: Builder, block: Block, features: list[Feature]) -> li
             + (f" (level {level})" if levels > 1 else ""),
             level=level,
         )
-        builder.trunk.append(
-            merge([at(1, i) for i in _sparse_sources(position + 1)], agg)
-            if levels == 1
-            else outputs[position]
-        )
+        if levels == 1:  # what a cascade exit after this layer reads: the aggregate so far
+            builder.trunk.append(merge([at(1, i) for i in _sparse_sources(position + 1)], agg))
     return [
         merge(
             [at(level, i) for i in _sparse_sources(block.count // 2 ** (levels - level) + 1)], agg
