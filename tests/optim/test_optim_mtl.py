@@ -26,10 +26,18 @@ def test_mtl_rejects_priority():
         combine(torch.randn(2, 4), "mtl:mgda", (2, 1))
 
 
-@pytest.mark.parametrize("name", ["mtl:mgda", "mtl:mean", "mtl:imtlg"])
+@pytest.mark.parametrize(
+    "name", ["mtl:mgda", "mtl:mean", "mtl:imtlg", "mtl:upgrad", "mtl:dualproj"]
+)
 def test_torchjd_aggregators_match(name):
     aggregation = pytest.importorskip("torchjd.aggregation")
-    classes = {"mtl:mgda": "MGDA", "mtl:mean": "Mean", "mtl:imtlg": "IMTLG"}
+    classes = {
+        "mtl:mgda": "MGDA",
+        "mtl:mean": "Mean",
+        "mtl:imtlg": "IMTLG",
+        "mtl:upgrad": "UPGrad",
+        "mtl:dualproj": "DualProj",
+    }
     torch.manual_seed(0)
     grads = torch.randn(3, 10, dtype=torch.float64)
     expected = getattr(aggregation, classes[name])()(grads)
