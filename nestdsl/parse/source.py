@@ -18,23 +18,15 @@ _FIRST_WORD = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)")
 
 def node_span(path: str, node: Tree | Token) -> Span:
     """Where a token or a tree (with propagated positions) lies in the source."""
-    if isinstance(node, Token):
-        assert node.line is not None and node.column is not None
-        assert node.end_line is not None and node.end_column is not None
-        return Span(
-            file=path,
-            line=node.line,
-            column=node.column,
-            end_line=node.end_line,
-            end_column=node.end_column,
-        )
-    meta = node.meta
+    where = node if isinstance(node, Token) else node.meta  # both carry the same four fields
+    assert where.line is not None and where.column is not None
+    assert where.end_line is not None and where.end_column is not None
     return Span(
         file=path,
-        line=meta.line,
-        column=meta.column,
-        end_line=meta.end_line,
-        end_column=meta.end_column,
+        line=where.line,
+        column=where.column,
+        end_line=where.end_line,
+        end_column=where.end_column,
     )
 
 
