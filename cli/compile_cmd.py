@@ -27,6 +27,8 @@ from nestdsl.cost import StageCost, stage_costs
 from nestdsl.diagnostics import Diagnostic, NestError
 from nestdsl.ir import NestIR, build_ir, dump_ir
 from nestdsl.load import load
+from nestdsl.oracle import oracle as oracle_of
+from nestdsl.oracle import oracle_cost
 from nestdsl.schedule import StagePlan, expand
 
 if TYPE_CHECKING:
@@ -46,6 +48,7 @@ class Emit(str, Enum):
     ir = "ir"
     json = "json"
     export = "export"
+    spec = "spec"
 
 
 @dataclass(frozen=True)
@@ -171,10 +174,16 @@ def emit_json(compiled: Compiled) -> str:
     return json.dumps(document, indent=2) + "\n"
 
 
+def emit_spec(compiled: Compiled) -> str:
+    """The spec's ``.nest`` text (with ``--oracle``: the Oracle, written out in full)."""
+    return compiled.spec.source
+
+
 TEXT_EMITTERS: dict[Emit, Callable[[Compiled], str]] = {
     Emit.table: emit_table,
     Emit.ir: emit_ir,
     Emit.json: emit_json,
+    Emit.spec: emit_spec,
 }
 
 
@@ -245,8 +254,8 @@ def compile_command(
         typer.Option(
             "--emit",
             "-e",
-            help="What to write: the per-stage table, the IR dump, per-stage JSON, or a "
-            "torch.export program of one stage (needs -o FILE.pt2).",
+            help="What to write: the per-stage table, the IR dump, per-stage JSON, a "
+            "torch.export program of one stage (needs -o FILE.pt2), or the .nest spec.",
             case_sensitive=False,
         ),
     ] = Emit.table,
@@ -282,6 +291,16 @@ def compile_command(
             show_default=False,
         ),
     ] = None,
+    oracle: Annotated[
+        int | None,
+        typer.Option(
+            "--oracle",
+            min=1,
+            help="Work on the Oracle of stage K instead: an independent, un-pruned network of "
+            "D_K's widths and depths (write it with --emit spec).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Check SPEC and print its stages: size, parameters, FLOPs and incremental FLOPs."""
     if emit is Emit.export and output is None:
@@ -296,6 +315,15 @@ def compile_command(
         )
     with user_errors():
         loaded = load(spec)
+        if oracle is not None:
+            cost = oracle_cost(loaded, oracle)
+            loaded = oracle_of(loaded, oracle)
+            typer.echo(
+                f"oracle of stage {cost.stage} ({cost.label}): {cost.params:,} params, "
+                f"{cost.flops:,} FLOPs; nested D_{cost.stage}: {cost.nested_params:,} params, "
+                f"{cost.nested_flops:,} FLOPs",
+                err=True,
+            )
         compiled = Compiled(loaded, build_ir(loaded), expand(loaded.schedule))
     if emit is Emit.export:
         assert output is not None

@@ -56,12 +56,13 @@ def train(
     ] = None,
     data: Annotated[str | None, Opt(help="digits | synthetic[:N] | cifar10:PATH | ...")] = None,
     strategy: Annotated[
-        str | None, Opt(help="greedy | sgd | sgd-norm | osgd | osgd-norm (default osgd)")
+        str | None,
+        Opt(help="greedy | sgd | sgd-sum | sgd-norm | osgd | osgd-norm (default osgd)"),
     ] = None,
     priority: Annotated[str | None, Opt(help="OSGD priority order, e.g. 2,1,3")] = None,
     importances: Annotated[str | None, Opt(help="Loss importances k_i, e.g. 1,1,2")] = None,
     norm_constant: Annotated[float | None, Opt(help="NormSGD constant C (default 0.5)")] = None,
-    epochs: Annotated[int | None, Opt(help="Epochs (greedy: split over stages)")] = None,
+    epochs: Annotated[int | None, Opt(help="Epochs (greedy: per stage, n × epochs in all)")] = None,
     batch_size: Annotated[int | None, Opt(help="Global batch size")] = None,
     optimizer: Annotated[str | None, Opt(help="sgd | adamw")] = None,
     lr: Annotated[float | None, Opt(help="Initial learning rate")] = None,
@@ -80,7 +81,10 @@ def train(
     channels_last: Annotated[bool | None, Opt("--channels-last/--no-channels-last")] = None,
     workers: Annotated[int | None, Opt(help="DataLoader worker processes")] = None,
     standalone: Annotated[
-        int | None, Opt(help="Train only D_K as an ordinary network (Oracle baseline)")
+        int | None, Opt(help="Train only D_K, cut out of the nested network (pruned edges kept)")
+    ] = None,
+    oracle: Annotated[
+        int | None, Opt(help="Train the Oracle of stage K: an independent, un-pruned network")
     ] = None,
     checkpoint_every: Annotated[int | None, Opt(help="Checkpoint every N epochs")] = None,
     log: Annotated[str | None, Opt(help="jsonl | tensorboard")] = None,
@@ -116,6 +120,7 @@ def train(
             "channels_last": channels_last,
             "workers": workers,
             "standalone": standalone,
+            "oracle": oracle,
             "checkpoint_every": checkpoint_every,
             "log": log,
         }
@@ -149,20 +154,39 @@ def _stored_spec(run_dir: Path) -> Path:
 
 
 def _print_table(result: TrainResult) -> None:
-    """Per-stage table on stdout (rich degrades to plain text when stdout is not a terminal)."""
-    table = Table(title="validation results", title_justify="left")
-    for name in ("stage", "label", "top-1", "top-5", "params"):
-        table.add_column(name, justify="left" if name == "label" else "right")
-    for metrics, params in zip(result.stages, result.params, strict=False):
-        table.add_row(
-            str(metrics.stage),
-            metrics.label,
-            f"{100 * metrics.top1:.2f}%",
-            f"{100 * metrics.top5:.2f}%",
-            f"{params:,}",
-        )
+    """Per-stage tables on stdout (rich degrades to plain text when stdout is not a terminal)."""
     console = Console(soft_wrap=True)
-    console.print(table)
+    for title, rows in (("validation results", result.stages), ("test results", result.test)):
+        if not rows:
+            continue
+        table = Table(title=title, title_justify="left")
+        for name in ("stage", "label", "top-1", "top-5", "params"):
+            table.add_column(name, justify="left" if name == "label" else "right")
+        for metrics, params in zip(rows, result.params, strict=False):
+            table.add_row(
+                str(metrics.stage),
+                metrics.label,
+                f"{100 * metrics.top1:.2f}%",
+                f"{100 * metrics.top5:.2f}%",
+                f"{params:,}",
+            )
+        console.print(table)
+    console.print(f"epochs trained: {result.epochs_done}", highlight=False, markup=False)
+    if result.split is not None:
+        split = result.split
+        console.print(
+            f"data: {split.train:,} train / {split.val:,} validation / {split.test:,} test",
+            highlight=False,
+            markup=False,
+        )
+    if result.oracle is not None:
+        o = result.oracle
+        console.print(
+            f"oracle of stage {o.stage} ({o.label}): {o.params:,} params, {o.flops:,} FLOPs; "
+            f"nested D_{o.stage}: {o.nested_params:,} params, {o.nested_flops:,} FLOPs",
+            highlight=False,
+            markup=False,
+        )
     if result.run_dir is not None:
         console.print(f"run dir: {result.run_dir}", highlight=False, markup=False)
 

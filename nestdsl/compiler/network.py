@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import networkx as nx
 import torch
 from torch import Tensor, nn
 
@@ -65,6 +66,12 @@ class NestedNet(nn.Module):
             key=lambda item: (item[0], item[1]),
         )
         self._steps = [_plan_stage(ir, k) for k in range(1, ir.num_stages + 1)]
+        self._unit_of: dict[int, UnitId] = {
+            id(p): unit
+            for layer in self._order
+            for unit in layer.units()
+            for p in self.op(layer.id).unit_parameters(unit[1])
+        }
 
     def op(self, layer_id: str) -> LayerOp:
         op = self.ops[module_key(layer_id)]
@@ -135,6 +142,23 @@ class NestedNet(nn.Module):
         """Parameters of D_k: trunk units of stage <= k and heads 1..k (a prefix of D_{k+1}'s)."""
         self._check_stage(k)
         return [p for stage, _, p in self._staged if stage <= k]
+
+    def loss_parameters(self, k: int) -> list[nn.Parameter]:
+        """The parameters loss k reaches: units on a path to head k, and head k itself.
+
+        This is D_k *by loss path*: head j < k, and a cascade exit branch j < k, belong to
+        L_j only, although ``stage_parameters(k)`` lists them. NormSGD averages a parameter's
+        update over the losses in this sense (the paper's "subnetworks in which they
+        participate"). In stage order, like ``stage_parameters``.
+        """
+        self._check_stage(k)
+        head = (self.ir.heads[k - 1], 0)
+        reached = nx.ancestors(self.ir.graph, head) | {head}
+        return [
+            p
+            for stage, _, p in self._staged
+            if stage <= k and self._unit_of[id(p)] in reached
+        ]
 
     def new_parameters(self, k: int) -> list[nn.Parameter]:
         """w_k minus w_{k-1}: the parameters stage k introduces."""

@@ -18,11 +18,17 @@ import torch
 from torch.utils.data import Dataset
 
 from nestdsl.data import safe_pickle
-from nestdsl.data.base import DataSplit, Shape, check_channels, fail
+from nestdsl.data.base import DataSplit, Shape, check_channels, fail, stratified_parts
 from nestdsl.data.transforms import normalize, pad_random_crop, random_hflip, resize
 
 PADDING = 4
 """Random-crop padding of the standard CIFAR augmentation (pixels at 32×32)."""
+
+VAL_FRACTION = 0.1
+"""Share of each class of the training batches held out as validation (5,000 of 50,000)."""
+
+SPLIT_SEED = 50000
+"""Constant seed of the validation carve-out (not the run's seed: the split must not move)."""
 
 
 @dataclass(frozen=True)
@@ -187,25 +193,36 @@ def _build(fmt: Format, arg: str | None, shape: Shape, augment: bool) -> DataSpl
     check_channels(fmt.name, shape, (3,))
     root = find_root(Path(arg).expanduser(), fmt)
     size = (shape[1], shape[2])
-    train_x, train_y = _load(fmt.train_files, root, fmt)
-    val_x, val_y = _load(fmt.val_files, root, fmt)
+    images, labels = _load(fmt.train_files, root, fmt)
+    test_x, test_y = _load(fmt.val_files, root, fmt)
+    val_idx, train_idx = (
+        torch.from_numpy(i)
+        for i in stratified_parts(labels.numpy(), (VAL_FRACTION,), SPLIT_SEED)
+    )
     return DataSplit(
-        train=CifarDataset(train_x, train_y, size, augment, fmt.mean, fmt.std),
-        val=CifarDataset(val_x, val_y, size, False, fmt.mean, fmt.std),
+        train=CifarDataset(
+            images[train_idx], labels[train_idx], size, augment, fmt.mean, fmt.std
+        ),
+        val=CifarDataset(images[val_idx], labels[val_idx], size, False, fmt.mean, fmt.std),
+        test=CifarDataset(test_x, test_y, size, False, fmt.mean, fmt.std),
         num_classes=fmt.num_classes,
         name=fmt.name,
         mean=fmt.mean,
         std=fmt.std,
+        rule=f"validation: a fixed stratified {VAL_FRACTION:.0%} of the training batches; "
+        f"test: `{fmt.val_files[0]}`",
     )
 
 
 def build_cifar10(arg: str | None, shape: Shape, *, augment: bool, seed: int) -> DataSplit:
-    """CIFAR-10: 50,000 training images (5 batches), the 10,000 test images as validation."""
+    """CIFAR-10: 45,000 training and 5,000 validation images from the 5 training batches, and
+    the 10,000 test images as the test set."""
     del seed
     return _build(CIFAR10, arg, shape, augment)
 
 
 def build_cifar100(arg: str | None, shape: Shape, *, augment: bool, seed: int) -> DataSplit:
-    """CIFAR-100 (fine labels): 50,000 training images, the 10,000 test images as validation."""
+    """CIFAR-100 (fine labels): 45,000 training and 5,000 validation images carved from the
+    training file, and the 10,000 test images as the test set."""
     del seed
     return _build(CIFAR100, arg, shape, augment)

@@ -3,8 +3,11 @@
 Classes are the sorted sub-folder names of ``train``; ``val`` may only use those names, so a
 class index means the same thing in both. Images are decoded with Pillow, an optional
 dependency (``pip install pillow``), one at a time as the loader asks for them. Training uses
-the Inception-style random-resized crop and a horizontal flip; validation resizes so the
-image covers 1.14× the target (256 for 224) and takes the central crop.
+the Inception-style random-resized crop and a horizontal flip; validation and test resize so
+the image covers 1.14× the target (256 for 224) and take the central crop.
+
+Splits follow ImageNet practice, where the labelled ``val`` folder is the only held-out set
+and so serves as the test set: validation is a fixed, stratified 10 % of ``train``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from nestdsl.data.base import DataSplit, Shape, check_channels, fail
+from nestdsl.data.base import DataSplit, Shape, check_channels, fail, stratified_parts
 from nestdsl.data.transforms import (
     center_crop,
     normalize,
@@ -31,6 +34,12 @@ STD_RGB = (0.229, 0.224, 0.225)
 MEAN_GREY = (0.449,)
 STD_GREY = (0.226,)
 """ImageNet statistics; the grey ones are the averages over the three channels."""
+
+VAL_FRACTION = 0.1
+"""Share of each class of ``train`` held out as validation."""
+
+SPLIT_SEED = 1281167
+"""Constant seed of the validation carve-out (not the run's seed: the split must not move)."""
 
 LAYOUT = (
     "expected `PATH/train/<class>/<image>` and `PATH/val/<class>/<image>` "
@@ -140,7 +149,8 @@ def scan(root: Path) -> tuple[list[str], dict[str, tuple[list[Path], list[int]]]
 
 
 def build_imagefolder(arg: str | None, shape: Shape, *, augment: bool, seed: int) -> DataSplit:
-    """Train/val image folders at the spec's size with ImageNet augmentation and statistics."""
+    """Train/val image folders at the spec's size with ImageNet augmentation and statistics;
+    validation carved from ``train``, ``val`` as the test set (see the module doc)."""
     del seed
     if not arg:
         fail(
@@ -152,11 +162,22 @@ def build_imagefolder(arg: str | None, shape: Shape, *, augment: bool, seed: int
     _pillow()
     classes, splits = scan(Path(arg).expanduser())
     mean, std = (MEAN_GREY, STD_GREY) if shape[0] == 1 else (MEAN_RGB, STD_RGB)
+    files, labels = splits["train"]
+    val_idx, train_idx = stratified_parts(np.asarray(labels), (VAL_FRACTION,), SPLIT_SEED)
+
+    def subset(indices: np.ndarray, augmented: bool) -> ImageFolderDataset:
+        chosen = indices.tolist()
+        return ImageFolderDataset(
+            [files[i] for i in chosen], [labels[i] for i in chosen], shape, augmented, mean, std
+        )
+
     return DataSplit(
-        train=ImageFolderDataset(*splits["train"], shape, augment, mean, std),
-        val=ImageFolderDataset(*splits["val"], shape, False, mean, std),
+        train=subset(train_idx, augment),
+        val=subset(val_idx, False),
+        test=ImageFolderDataset(*splits["val"], shape, False, mean, std),
         num_classes=len(classes),
         name="imagefolder",
         mean=mean,
         std=std,
+        rule=f"validation: a fixed stratified {VAL_FRACTION:.0%} of `train`; test: `val`",
     )

@@ -135,7 +135,7 @@ def _parse(arg: str | None) -> tuple[int, int]:
 
 
 def build_synthetic(arg: str | None, shape: Shape, *, augment: bool, seed: int) -> DataSplit:
-    """``N`` training and ``max(1, N // 4)`` validation items of exactly ``shape``.
+    """``N`` training and ``max(1, N // 4)`` validation and test items of exactly ``shape``.
 
     ``seed`` picks the prototypes and noise (default 0: the same data everywhere).
     ``augment`` has no effect: the noise already varies every image.
@@ -144,11 +144,14 @@ def build_synthetic(arg: str | None, shape: Shape, *, augment: bool, seed: int) 
     size, classes = _parse(arg)
     mixer = _Mixer(prototypes(shape, classes, seed))
     channels = shape[0]
+    held = max(1, size // 4)
     return DataSplit(
         train=_split(mixer, size, seed, offset=0),
-        val=_split(mixer, max(1, size // 4), seed, offset=size),
+        val=_split(mixer, held, seed, offset=size),
+        test=_split(mixer, held, seed, offset=size + held),
         num_classes=classes,
         name="synthetic",
         mean=(0.0,) * channels,
         std=(1.0,) * channels,
+        rule="independent draws: N train, N // 4 validation, N // 4 test",
     )

@@ -9,7 +9,7 @@ T001 invalid option value, T002 unknown strategy, T003 bad priority, T004 bad im
 T005 bad standalone stage, T006 device not available, T007 AMP mode not available,
 T008 missing or unreadable checkpoint, T009 resume with a different spec or config,
 T010 run directory already holds a run, T011 data and network disagree, T012 optional
-package missing, T013 too few epochs for greedy, T014 distributed setup.
+package missing, T014 distributed setup, T015 --oracle with --standalone or without a spec.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ from nestdsl.train.config import TrainConfig
 
 MTL_PREFIX = "mtl:"
 
+TRAINING_STRATEGIES: tuple[str, ...] = ("sgd-sum",)
+"""Strategies the training loop adds to the optimizer's: ``sgd-sum`` is Eq. 1 on the *sum*
+of the stage losses (a control for OSGD's summed step, see docs/training.md)."""
+
 
 def fail(code: str, message: str, help: str | None = None) -> NoReturn:
     """Raise a training error the CLI renders as a diagnostic (no span: it is not the spec)."""
@@ -31,7 +35,7 @@ def known_strategies() -> tuple[str, ...]:
     """Strategies usable here, as the optimizer package reports them."""
     from nestdsl.optim import STRATEGIES
 
-    return tuple(STRATEGIES)
+    return tuple(STRATEGIES) + TRAINING_STRATEGIES
 
 
 def check_config(config: TrainConfig, num_stages: int) -> None:
@@ -76,10 +80,10 @@ def check_config(config: TrainConfig, num_stages: int) -> None:
             f"--standalone {config.standalone}: the network has only {num_stages} stages",
             help=f"choose a stage in 1..{num_stages}",
         )
-    if config.strategy == "greedy" and config.standalone is None and config.epochs < num_stages:
+    if config.oracle is not None and config.standalone is not None:
         fail(
-            "T013",
-            f"greedy training splits the {config.epochs} epochs over {num_stages} stages; "
-            "every stage needs at least one",
-            help=f"use --epochs {num_stages} or more",
+            "T015",
+            "--oracle and --standalone both choose the network to train; give one",
+            help="--standalone K trains D_k cut out of the nested network, --oracle K an "
+            "independent network of D_k's size",
         )

@@ -1,10 +1,15 @@
 """The training loop: phases, epochs, evaluation, checkpoints and exact resumption.
 
 A run is a list of *phases*. Every strategy but ``greedy`` has one phase covering all epochs.
-``greedy`` (Algorithm 1) has one phase per stage: the ``epochs`` budget is split evenly over
-the n stages (the remainder goes to the last stages, whose new parameters are the most
-numerous); each phase trains w_k \\ w_(k-1) on L_k with a fresh optimizer over those
-parameters only and its own full LR schedule, leaving earlier stages frozen.
+``greedy`` (Algorithm 1) has one phase per stage, each the full ``epochs`` budget (the paper
+trains every stage for ``max_train_steps``), so a greedy run has n × epochs epochs; each phase
+trains w_k \\ w_(k-1) on L_k with a fresh optimizer over those parameters only and its own
+full LR schedule, leaving earlier stages frozen: their weights get no update and their
+BatchNorm layers run in eval mode, so their running statistics stay as their phase left them.
+
+Splits: every epoch is validated on the source's validation split (what selection may look
+at); a finished run is evaluated once on the test split, which nothing else reads. The sizes
+and the rule of the split are recorded in ``config.json``.
 
 Exactness of ``resume``: each epoch starts by reseeding every RNG from (seed, epoch, rank) and
 the sampler order is a function of (seed, epoch); a checkpoint is written at epoch ends only
@@ -26,8 +31,11 @@ from torch import Tensor, nn
 
 import nestdsl
 from nestdsl.ast import Spec
-from nestdsl.data import build_datasets
+from nestdsl.contracts import AnytimeNetwork
+from nestdsl.data import DataSplit, build_datasets
+from nestdsl.data.base import SplitRecord
 from nestdsl.evaluate import StageMetrics, evaluate
+from nestdsl.oracle import OracleCost
 from nestdsl.train import distributed
 from nestdsl.train.checks import check_config, fail
 from nestdsl.train.config import RUNTIME_FIELDS, TrainConfig
@@ -35,6 +43,7 @@ from nestdsl.train.devices import Runtime, deterministic, resolve_runtime
 from nestdsl.train.distributed import DistContext
 from nestdsl.train.loaders import EpochLoaders, seed_epoch
 from nestdsl.train.progress import TrainProgress
+from nestdsl.train.records import EpochRecord
 from nestdsl.train.runs import RunDir, capture_rng, restore_rng
 from nestdsl.train.scalars import check_log, open_scalars
 from nestdsl.train.schedules import build_optimizer, learning_rate, set_learning_rate
@@ -57,34 +66,45 @@ class Phase:
 
 
 def plan_phases(config: TrainConfig, num_stages: int) -> list[Phase]:
-    """One phase, or for greedy one per stage with the epochs split evenly (see module doc)."""
+    """One phase, or for greedy one per stage of ``config.epochs`` each (see module doc)."""
     if mode_of(config) != "greedy":
         return [Phase(0, None, 0, config.epochs)]
-    base, extra = divmod(config.epochs, num_stages)
-    phases, first = [], 0
-    for i in range(num_stages):
-        length = base + (1 if i >= num_stages - extra else 0)
-        phases.append(Phase(i, i + 1, first, length))
-        first += length
-    return phases
+    return [Phase(i, i + 1, i * config.epochs, config.epochs) for i in range(num_stages)]
+
+
+def total_epochs(config: TrainConfig, num_stages: int) -> int:
+    """Epochs of the whole run: n × epochs for greedy, epochs otherwise."""
+    last = plan_phases(config, num_stages)[-1]
+    return last.first_epoch + last.epochs
+
+
+LOSS_SCALE: dict[str, int] = {"sgd-sum": 1}
+"""Strategies that train with Eq. 1 on a sum instead of a mean: the number of stages to
+multiply by is filled in per network (``_loss_scale``)."""
 
 
 @dataclass
 class TrainResult:
     """What a run produced.
 
-    ``net`` is the trained module (the standalone D_K with ``standalone=K``), ``stages`` the
-    last validation per stage, ``params`` the parameter count per stage, ``history`` the
-    metrics records; ``finished`` is False when stopped early by ``until_epoch``.
+    ``net`` is the trained module (the standalone D_K with ``standalone=K``, the Oracle
+    network with ``oracle=K``), ``stages`` the last validation per stage, ``test`` the test
+    split's results of a finished run (empty otherwise), ``params`` the parameter count per
+    stage, ``history`` the epoch records; ``finished`` is False when stopped early by
+    ``until_epoch``. ``split`` says how the data was divided; ``oracle`` compares the Oracle
+    with D_K when one was trained.
     """
 
     net: nn.Module
     stages: list[StageMetrics]
     params: list[int]
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: list[EpochRecord] = field(default_factory=list)
     run_dir: Path | None = None
     epochs_done: int = 0
     finished: bool = True
+    test: list[StageMetrics] = field(default_factory=list)
+    split: SplitRecord | None = None
+    oracle: OracleCost | None = None
 
 
 @dataclass(frozen=True)
@@ -94,18 +114,37 @@ class Target:
     net: nn.Module
     spec_path: str | None = None
     spec_text: str | None = None
+    oracle: OracleCost | None = None
 
 
-def materialize(spec_or_net: SpecOrNet, seed: int) -> Target:
-    """Compile a spec (path or loaded) with the run's seed, or take a ready module as is."""
-    if isinstance(spec_or_net, nn.Module):
-        return Target(spec_or_net)
+def materialize(spec_or_net: SpecOrNet, seed: int, oracle: int | None = None) -> Target:
+    """Compile a spec (path or loaded) with the run's seed, or take a ready module as is.
+
+    With ``oracle=k`` the network compiled is the Oracle of stage k (:mod:`nestdsl.oracle`),
+    which only a spec can give; the spec recorded is still the nested one it came from.
+    """
     from nestdsl.compiler import compile as compile_spec
     from nestdsl.load import load
+    from nestdsl.oracle import oracle as oracle_of
+    from nestdsl.oracle import oracle_cost
 
+    if isinstance(spec_or_net, nn.Module):
+        if oracle is not None:
+            fail(
+                "T015",
+                "--oracle builds a new network from a spec; it cannot be used with a "
+                "ready-made module",
+                help="pass the spec (a path or a loaded Spec) instead",
+            )
+        return Target(spec_or_net)
     spec = spec_or_net if isinstance(spec_or_net, Spec) else load(spec_or_net)
+    if oracle is None:
+        torch.manual_seed(seed)
+        return Target(compile_spec(spec), spec.path, spec.source)
+    cost = oracle_cost(spec, oracle)
     torch.manual_seed(seed)
-    return Target(compile_spec(spec), spec.path, spec.source)
+    # The run keeps the nested spec (so --resume derives the same Oracle again).
+    return Target(compile_spec(oracle_of(spec, oracle)), spec.path, spec.source, cost)
 
 
 def fingerprint(module: nn.Module) -> str:
@@ -137,7 +176,7 @@ def train(
     Under torchrun (WORLD_SIZE > 1 in the environment) this joins the process group.
     """
     config = config or TrainConfig()
-    target = materialize(spec_or_net, config.seed)
+    target = materialize(spec_or_net, config.seed, config.oracle)
     check_config(config, _num_stages(target.net))
     check_log(config.log)
     context = distributed.from_env()
@@ -152,10 +191,16 @@ def train(
 
 
 def _num_stages(net: nn.Module) -> int:
-    stages = getattr(net, "num_stages", None)
-    if not isinstance(stages, int) or stages < 1:
+    return contract(net).num_stages
+
+
+def contract(net: nn.Module) -> AnytimeNetwork:
+    """``net`` as the nested-network contract, or T011 naming what it lacks."""
+    if not isinstance(net, AnytimeNetwork) or isinstance(net.num_stages, bool):
+        fail("T011", "the network does not implement the NestedNet contract (docs/contracts.md)")
+    if not isinstance(net.num_stages, int) or net.num_stages < 1:
         fail("T011", "the network does not implement the NestedNet contract (num_stages)")
-    return stages
+    return net
 
 
 class _Session:
@@ -171,7 +216,7 @@ class _Session:
         progress: bool,
     ) -> None:
         self.target = target
-        self.net: Any = target.net
+        self.net = contract(target.net)
         self.config = config
         self.runtime = runtime
         self.context = context
@@ -180,15 +225,18 @@ class _Session:
         self.n = _num_stages(self.net)
         self.mode = mode_of(config)
         self.phases = plan_phases(config, self.n)
-        net: Any = target.net
-        self.model: nn.Module = net.subnetwork(config.standalone) if config.standalone else net
-        self.history: list[dict[str, Any]] = []
+        self.total = total_epochs(config, self.n)
+        self.model: nn.Module = (
+            self.net.subnetwork(config.standalone) if config.standalone else target.net
+        )
+        self.history: list[EpochRecord] = []
         self.step = 0
+        self.split: SplitRecord | None = None
 
     # --- setup -------------------------------------------------------------------------------
 
     def _labels(self) -> list[str]:
-        labels = [str(x) for x in getattr(self.net, "stage_labels", range(1, self.n + 1))]
+        labels = [str(x) for x in self.net.stage_labels]
         return [labels[self.config.standalone - 1]] if self.config.standalone else labels
 
     def _params(self) -> list[int]:
@@ -199,6 +247,7 @@ class _Session:
     def _describe(self) -> dict[str, Any]:
         return {
             "config": self.config.model_dump(mode="json"),
+            "data_split": self.split.as_dict() if self.split is not None else None,
             "spec": {"path": self.target.spec_path, "text": self.target.spec_text},
             "network": {
                 "stages": self.n,
@@ -254,7 +303,7 @@ class _Session:
             self._check_resumable(self.rundir.read_config())
             state = self.rundir.load_checkpoint()
             self.rundir.truncate_metrics(int(state["epochs_done"]))
-            self.history = self.rundir.read_metrics()
+            self.history = [EpochRecord.from_dict(r) for r in self.rundir.read_metrics()]
             return state
         self.rundir.create()
         self.rundir.write_config(self._describe(), self.target.spec_text)
@@ -283,7 +332,7 @@ class _Session:
             k = phase.stage
             return StepPlan(
                 "greedy",
-                net,
+                self.model,
                 "greedy",
                 [net.stage_parameters(j) for j in range(1, k + 1)],
                 build_optimizer(config, distinct(net.new_parameters(k))),
@@ -291,25 +340,30 @@ class _Session:
                 reduce=reduce,
                 scaler=scaler,
             )
+        sums = config.strategy in LOSS_SCALE
         return StepPlan(
             self.mode,
-            net,
-            config.strategy,
-            [net.stage_parameters(k) for k in range(1, self.n + 1)],
-            build_optimizer(config, distinct(list(net.parameters()))),
+            self.model,
+            "sgd" if sums else config.strategy,
+            # Membership by loss path: a parameter belongs to the losses that reach it.
+            [net.loss_parameters(k) for k in range(1, self.n + 1)],
+            build_optimizer(config, distinct(list(self.model.parameters()))),
             priority=config.priority,
             importances=config.importances,
             norm_constant=config.norm_constant,
             reduce=reduce,
             scaler=scaler,
+            loss_scale=float(self.n) if sums else 1.0,
         )
 
-    def _load_data(self) -> EpochLoaders:
-        shape = tuple(getattr(self.net, "input_shape", ()))
+    def _load_data(self) -> tuple[EpochLoaders, DataSplit]:
         data = build_datasets(
-            self.config.data, shape, augment=self.config.augment, seed=self.config.seed
+            self.config.data,
+            self.net.input_shape,
+            augment=self.config.augment,
+            seed=self.config.seed,
         )
-        classes = getattr(self.net, "num_classes", data.num_classes)
+        classes = self.net.num_classes
         if classes != data.num_classes:
             fail(
                 "T011",
@@ -317,7 +371,7 @@ class _Session:
                 f"predicts {classes}",
                 help=f"set the spec's head to {data.num_classes} classes",
             )
-        return EpochLoaders(
+        loaders = EpochLoaders(
             data.train,
             data.val,
             batch_size=self.config.batch_size,
@@ -326,12 +380,14 @@ class _Session:
             pin_memory=self.runtime.pin_memory,
             context=self.context,
         )
+        return loaders, data
 
     # --- the loop ------------------------------------------------------------------------------
 
     def run(self, *, resume: bool, until_epoch: int | None) -> TrainResult:
+        loaders, data = self._load_data()
+        self.split = data.record
         state = self._start(resume)
-        loaders = self._load_data()
         self.model.to(self.runtime.device)
         if self.runtime.channels_last:
             self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -342,7 +398,7 @@ class _Session:
         if state is not None:
             self.model.load_state_dict(state["model"])
             done, self.step = int(state["epochs_done"]), int(state["step"])
-            if done < self.config.epochs:
+            if done < self.total:
                 plan = self._plan(self._phase_at(done))
                 if int(state["phase"]) == self._phase_at(done).index:
                     plan.optimizer.load_state_dict(state["optimizer"])
@@ -353,10 +409,10 @@ class _Session:
         scalars = open_scalars(
             self.config.log if self.context.is_main else "jsonl", self.run_path, self._labels()
         )
-        stop = self.config.epochs if until_epoch is None else min(until_epoch, self.config.epochs)
+        stop = self.total if until_epoch is None else min(until_epoch, self.total)
         try:
             with TrainProgress(self.progress) as bars:
-                bars.start_run(self.config.epochs, done)
+                bars.start_run(self.total, done)
                 for epoch in range(done, stop):
                     phase = self._phase_at(epoch)
                     if plan is None or epoch == phase.first_epoch:
@@ -364,12 +420,14 @@ class _Session:
                     last = self._epoch(epoch, phase, plan, loaders, bars, scalars)
         finally:
             scalars.close()
-        finished = stop == self.config.epochs
+        finished = stop == self.total
         if last is None and self.context.is_main:
-            last = self._evaluate(loaders)
+            last = self._evaluate(loaders.val)
         stages = last or []
-        if finished:
-            self._finish(stages)
+        test: list[StageMetrics] = []
+        if finished and self.context.is_main:
+            test = self._evaluate(loaders.held_out(data.test))
+            self._finish(stages, test)
         distributed.barrier(self.context)
         return TrainResult(
             net=self.model,
@@ -379,6 +437,9 @@ class _Session:
             run_dir=self.run_path,
             epochs_done=max(stop, done),
             finished=finished,
+            test=test,
+            split=self.split,
+            oracle=self.target.oracle,
         )
 
     def _phase_at(self, epoch: int) -> Phase:
@@ -415,11 +476,11 @@ class _Session:
             show = bars.active and self.step % 10 == 0  # .item() syncs a GPU: not every step
             bars.step(f"loss {float(losses[-1]):.3f}" if show else None)
         train_loss = self._mean_losses(sums, seen, plan)
-        metrics = self._evaluate(loaders) if self.context.is_main else None
+        metrics = self._evaluate(loaders.val) if self.context.is_main else None
         record = self._record(epoch, phase, lr, train_loss, metrics, time.perf_counter() - started)
         self.history.append(record)
         if self.rundir is not None:
-            self.rundir.append_metrics(record)
+            self.rundir.append_metrics(record.as_dict())
             if self._checkpoint_due(epoch, phase):
                 self._checkpoint(epoch + 1, phase, plan)
         scalars.add(record)
@@ -427,10 +488,11 @@ class _Session:
         return metrics
 
     def _title(self, epoch: int, phase: Phase) -> str:
-        where = f"epoch {epoch + 1}/{self.config.epochs}"
+        where = f"epoch {epoch + 1}/{self.total}"
         if phase.stage is not None:
             label = self._labels()[phase.stage - 1]
-            return f"stage {phase.stage}/{self.n} ({label}) {where}"
+            within = f"epoch {epoch - phase.first_epoch + 1}/{phase.epochs}"
+            return f"stage {phase.stage}/{self.n} ({label}) {within}, {where} in all"
         if self.config.standalone:
             return f"standalone {self._labels()[0]} {where}"
         return where
@@ -447,10 +509,10 @@ class _Session:
         width = 1 if self.config.standalone else self.n
         return means + [None] * (width - len(means))
 
-    def _evaluate(self, loaders: EpochLoaders) -> list[StageMetrics]:
+    def _evaluate(self, loader: Any) -> list[StageMetrics]:
         metrics = evaluate(
             self.model,
-            loaders.val,
+            loader,
             self.runtime.device,
             amp_dtype=self.runtime.amp_dtype,
             channels_last=self.runtime.channels_last,
@@ -467,22 +529,22 @@ class _Session:
         train_loss: list[float | None],
         metrics: list[StageMetrics] | None,
         seconds: float,
-    ) -> dict[str, Any]:
+    ) -> EpochRecord:
         metrics = metrics or []
-        return {
-            "epoch": epoch + 1,
-            "stage": phase.stage,
-            "lr": lr,
-            "train_loss": train_loss,
-            "val_loss": [m.loss for m in metrics],
-            "val_top1": [m.top1 for m in metrics],
-            "val_top5": [m.top5 for m in metrics],
-            "steps": self.step,
-            "time": round(seconds, 4),
-        }
+        return EpochRecord(
+            epoch=epoch + 1,
+            stage=phase.stage,
+            lr=lr,
+            train_loss=train_loss,
+            val_loss=[m.loss for m in metrics],
+            val_top1=[m.top1 for m in metrics],
+            val_top5=[m.top5 for m in metrics],
+            steps=self.step,
+            time=round(seconds, 4),
+        )
 
     @staticmethod
-    def _summary(record: dict[str, Any]) -> str:
+    def _summary(record: EpochRecord) -> str:
         def joined(values: list[float | None], percent: bool) -> str:
             shown = [
                 "-" if v is None else (f"{100 * v:.1f}%" if percent else f"{v:.3f}") for v in values
@@ -490,9 +552,9 @@ class _Session:
             return "/".join(shown)
 
         return (
-            f"epoch {record['epoch']}: lr {record['lr']:.4g}  "
-            f"loss {joined(record['train_loss'], False)}  "
-            f"val top-1 {joined(record['val_top1'], True)}  ({record['time']:.1f}s)"
+            f"epoch {record.epoch}: lr {record.lr:.4g}  "
+            f"loss {joined(record.train_loss, False)}  "
+            f"val top-1 {joined(list(record.val_top1), True)}  ({record.time:.1f}s)"
         )
 
     def _checkpoint_due(self, epoch: int, phase: Phase) -> bool:
@@ -500,7 +562,7 @@ class _Session:
         return (
             done % self.config.checkpoint_every == 0
             or done == phase.first_epoch + phase.epochs
-            or done == self.config.epochs
+            or done == self.total
         )
 
     def _checkpoint(self, epochs_done: int, phase: Phase, plan: StepPlan) -> None:
@@ -519,21 +581,28 @@ class _Session:
             }
         )
 
-    def _finish(self, stages: list[StageMetrics]) -> None:
+    def _finish(self, stages: list[StageMetrics], test: list[StageMetrics]) -> None:
         if self.rundir is None:
             return
         self.rundir.save_final(self.model.state_dict())
         params = self._params()
+
+        def rows(metrics: list[StageMetrics]) -> list[dict[str, Any]]:
+            return [
+                {**m.as_dict(), "params": params[i] if i < len(params) else None}
+                for i, m in enumerate(metrics)
+            ]
+
         self.rundir.write_results(
             {
                 "run_dir": str(self.rundir.path),
                 "strategy": self.config.strategy,
                 "standalone": self.config.standalone,
-                "epochs": self.config.epochs,
+                "oracle": self.target.oracle.as_dict() if self.target.oracle else None,
+                "epochs": self.total,
                 "data": self.config.data,
-                "stages": [
-                    {**m.as_dict(), "params": params[i] if i < len(params) else None}
-                    for i, m in enumerate(stages)
-                ],
+                "data_split": self.split.as_dict() if self.split is not None else None,
+                "stages": rows(stages),
+                "test": rows(test),
             }
         )

@@ -89,12 +89,19 @@ class EpochLoaders:
             generator=self.generator,
             **extra,  # type: ignore[arg-type]
         )
-        self.val: DataLoader[Batch] = DataLoader(
-            val,
-            batch_size=max(batch_size, 256),
+        self.batch_size = batch_size
+        self.workers = workers
+        self.pin_memory = pin_memory
+        self.val = self.held_out(val)
+
+    def held_out(self, dataset: Dataset[Batch]) -> DataLoader[Batch]:
+        """An evaluation loader (validation or test): fixed order, large batches."""
+        return DataLoader(
+            dataset,
+            batch_size=max(self.batch_size, 256),
             shuffle=False,
-            num_workers=workers,
-            pin_memory=pin_memory,
+            num_workers=self.workers,
+            pin_memory=self.pin_memory,
         )
 
     def start_epoch(self, epoch: int) -> None:

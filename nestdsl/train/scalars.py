@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from nestdsl.train.checks import fail
+from nestdsl.train.records import PER_STAGE_SERIES, EpochRecord
 
 
 class ScalarLog(Protocol):
-    def add(self, record: dict[str, Any]) -> None: ...
+    def add(self, record: EpochRecord) -> None: ...
     def close(self) -> None: ...
 
 
 class _NoScalars:
-    def add(self, record: dict[str, Any]) -> None:
+    def add(self, record: EpochRecord) -> None:
         return None
 
     def close(self) -> None:
@@ -30,11 +31,11 @@ class _TensorBoard:
         self.writer = SummaryWriter(log_dir=str(directory))
         self.labels = labels
 
-    def add(self, record: dict[str, Any]) -> None:
-        epoch = int(record["epoch"])
-        self.writer.add_scalar("lr", record["lr"], epoch)
-        for key in ("train_loss", "val_loss", "val_top1", "val_top5"):
-            for label, value in zip(self.labels, record.get(key) or [], strict=False):
+    def add(self, record: EpochRecord) -> None:
+        epoch = record.epoch
+        self.writer.add_scalar("lr", record.lr, epoch)
+        for key in PER_STAGE_SERIES:
+            for label, value in zip(self.labels, record.series(key), strict=False):
                 if value is not None:
                     self.writer.add_scalar(f"{key}/{label}", value, epoch)
         self.writer.flush()

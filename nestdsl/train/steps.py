@@ -6,7 +6,9 @@ Modes and how they compute the stage losses:
   Σ k_i L_i / Σ k_i.
 - ``anytime`` (sgd-norm, osgd, osgd-norm, mtl:*): losses from ``net.anytime(x)``, so the
   backward of L_k traverses D_k only; fill_grad combines the per-task gradients.
-- ``greedy`` (phase k of Algorithm 1): only stages 1..k run; L_k flows into w_k \\ w_(k-1).
+- ``greedy`` (phase k of Algorithm 1): only stages 1..k run, stages 1..k-1 in eval mode
+  (frozen: their BatchNorm normalizes with, and keeps, its running statistics); L_k flows
+  into w_k \\ w_(k-1).
 - ``standalone`` (the Oracle baseline): D_k alone, plain cross-entropy.
 
 fp16 loss scaling with a gradient-combining optimizer: the losses are multiplied by the
@@ -45,10 +47,24 @@ def _anytime(model: Any, images: Tensor, stages: int) -> list[Tensor]:
     return list(islice(model.anytime(images), stages))
 
 
+def _frozen_prefix(model: Any, images: Tensor, stages: int) -> list[Tensor]:
+    """Greedy phase k: stages 1..k-1 run in eval mode, stage k in the model's own mode."""
+    training = model.training
+    outputs: list[Tensor] = []
+    model.train(training and stages == 1)
+    for logits in model.anytime(images):
+        outputs.append(logits)
+        if len(outputs) == stages:
+            break
+        if len(outputs) == stages - 1:
+            model.train(training)
+    return outputs
+
+
 FORWARDS: dict[str, Callable[[Any, Tensor, int], list[Tensor]]] = {
     "joint": _joint,
     "anytime": _anytime,
-    "greedy": _anytime,
+    "greedy": _frozen_prefix,
     "standalone": _joint,
 }
 
@@ -68,6 +84,8 @@ class StepPlan:
     norm_constant: float = 0.5
     reduce: Reduce | None = None
     scaler: torch.amp.GradScaler | None = None
+    loss_scale: float = 1.0
+    """Multiplies every loss before the combination: n turns Eq. 1's mean into a sum."""
 
     @property
     def stages(self) -> int:
@@ -76,9 +94,9 @@ class StepPlan:
 
 def mode_of(config: TrainConfig) -> str:
     """Which forward/step a config trains with."""
-    if config.standalone is not None:
+    if config.standalone is not None or config.oracle is not None:
         return "standalone"
-    return {"sgd": "joint", "greedy": "greedy"}.get(config.strategy, "anytime")
+    return {"sgd": "joint", "sgd-sum": "joint", "greedy": "greedy"}.get(config.strategy, "anytime")
 
 
 def _reduce_with_scale(reduce: Reduce | None, scale: float) -> Reduce:
@@ -94,13 +112,14 @@ def train_step(plan: StepPlan, runtime: Runtime, images: Tensor, labels: Tensor)
     with runtime.autocast():
         outputs = FORWARDS[plan.mode](plan.model, images, plan.stages)
         losses = [F.cross_entropy(out.float(), labels) for out in outputs]
+    weighted = [loss * plan.loss_scale for loss in losses] if plan.loss_scale != 1 else losses
     scaler = plan.scaler
     scale: float | None = None
     if scaler is not None:
-        losses_in: list[Tensor] = [scaler.scale(loss) for loss in losses]
+        losses_in: list[Tensor] = [scaler.scale(loss) for loss in weighted]
         scale = float(scaler.get_scale())
     else:
-        losses_in = losses
+        losses_in = weighted
     fill_grad(
         losses_in,
         plan.stage_params,

@@ -19,7 +19,8 @@ def test_cifar10_loads_from_parent_or_folder(tmp_path):
     folder = make_cifar10(tmp_path)
     for path in (tmp_path, folder):
         split = build_datasets(f"cifar10:{path}", (3, 32, 32), augment=False)
-        assert len(split.train) == 30 and len(split.val) == 6
+        assert len(split.train) == 24 and len(split.val) == 6  # 10% of each class, at least one
+        assert len(split.test) == 6
         assert split.num_classes == 10 and split.name == "cifar10"
         assert split.mean == CIFAR10.mean
         image, label = split.train[0]
@@ -62,7 +63,8 @@ def test_cifar100_fine_labels(tmp_path):
         batch[b"coarse_labels"] = [0] * n
         write_pickle(folder / name, batch, protocol=pickle.HIGHEST_PROTOCOL)
     split = build_datasets(f"cifar100:{tmp_path}", (3, 32, 32))
-    assert len(split.train) == 8 and len(split.val) == 4 and split.num_classes == 100
+    assert len(split.train) + len(split.val) == 8 and len(split.test) == 4
+    assert split.num_classes == 100
     assert split.train[0][0].shape == (3, 32, 32)
 
 

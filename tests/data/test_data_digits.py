@@ -19,10 +19,12 @@ def _labels(ds) -> torch.Tensor:
 def test_shapes_counts_labels(shape):
     split = build_datasets("digits", shape)
     assert split.name == "digits" and split.num_classes == 10
-    assert len(split.train) == D.TRAIN_COUNT == 1438
+    assert len(split.train) == D.TRAIN_COUNT == 1079
     assert len(split.val) == D.VAL_COUNT == 359
-    assert len(split.train) + len(split.val) == 1797
-    for ds in (split.train, split.val):
+    assert len(split.test) == D.TEST_COUNT == 359
+    assert len(split.train) + len(split.val) + len(split.test) == 1797
+    assert split.record.as_dict() == {"train": 1079, "val": 359, "test": 359, "rule": D.RULE}
+    for ds in (split.train, split.val, split.test):
         image, label = ds[0]
         assert image.shape == shape and image.dtype == torch.float32
         assert label.dtype == torch.int64 and 0 <= int(label) <= 9
@@ -30,15 +32,17 @@ def test_shapes_counts_labels(shape):
 
 
 def test_split_is_fixed_disjoint_and_stratified():
-    train_a, val_a = D.split_indices()
-    train_b, val_b = D.split_indices()
-    assert np.array_equal(train_a, train_b) and np.array_equal(val_a, val_b)
-    assert not set(train_a) & set(val_a)
-    assert len(set(train_a) | set(val_a)) == 1797
+    first, again = D.split_indices(), D.split_indices()
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    train_a, val_a, test_a = first
+    assert not set(train_a) & set(val_a) and not set(val_a) & set(test_a)
+    assert not set(train_a) & set(test_a)
+    assert len(set(train_a) | set(val_a) | set(test_a)) == 1797
     _, labels = D._load()
-    val_counts = np.bincount(labels[val_a], minlength=10)
     all_counts = np.bincount(labels, minlength=10)
-    assert np.all(np.abs(val_counts - 0.2 * all_counts) <= 0.5)
+    for held in (val_a, test_a):
+        counts = np.bincount(labels[held], minlength=10)
+        assert np.all(np.abs(counts - 0.2 * all_counts) <= 0.5)
     # the seed argument must not move the split
     a = build_datasets("digits", (1, 8, 8), seed=0)
     b = build_datasets("digits", (1, 8, 8), seed=99)
@@ -48,7 +52,7 @@ def test_split_is_fixed_disjoint_and_stratified():
 
 def test_normalization_constants_match_training_split():
     images, _ = D._load()
-    train_idx, _ = D.split_indices()
+    train_idx, _, _ = D.split_indices()
     pixels = images[train_idx] / 16.0
     assert abs(pixels.mean() - D.MEAN) < 1e-4
     assert abs(pixels.std() - D.STD) < 1e-4

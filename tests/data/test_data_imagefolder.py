@@ -34,10 +34,12 @@ def make_folder(root: Path) -> Path:
 def test_loads_classes_and_shapes(tmp_path):
     split = build_datasets(f"imagefolder:{make_folder(tmp_path)}", (3, 12, 10))
     assert split.num_classes == 3 and split.name == "imagefolder"
-    assert len(split.train) == 10 and len(split.val) == 6
-    labels = sorted(int(split.train[i][1]) for i in range(len(split.train)))
+    assert len(split.train) == 7 and len(split.val) == 3 and len(split.test) == 6
+    carved = [split.train, split.val]
+    labels = sorted(int(ds[i][1]) for ds in carved for i in range(len(ds)))
     assert labels == [0, 0, 0, 1, 1, 1, 1, 2, 2, 2]
-    for ds in (split.train, split.val):
+    assert sorted(int(split.val[i][1]) for i in range(3)) == [0, 1, 2]  # stratified
+    for ds in (split.train, split.val, split.test):
         for i in range(len(ds)):
             image, label = ds[i]
             assert image.shape == (3, 12, 10) and image.dtype == torch.float32
@@ -92,7 +94,7 @@ def test_corrupt_image_is_reported_on_access(tmp_path):
     (root / "val" / "cat" / "0.png").write_bytes(b"garbage")
     split = build_datasets(f"imagefolder:{root}", (3, 8, 8))
     with pytest.raises(NestError) as err:
-        split.val[0]
+        split.test[0]
     assert err.value.diagnostics[0].code == "D009"
 
 

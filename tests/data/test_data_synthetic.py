@@ -16,7 +16,7 @@ def _stack(ds, n=None):
 
 def test_defaults_and_shapes():
     split = build_datasets("synthetic", (3, 7, 5))
-    assert len(split.train) == 2048 and len(split.val) == 512
+    assert len(split.train) == 2048 and len(split.val) == len(split.test) == 512
     assert split.num_classes == 10 and split.name == "synthetic"
     image, label = split.train[11]
     assert image.shape == (3, 7, 5) and image.dtype == torch.float32

@@ -22,7 +22,7 @@ def config(**overrides: object) -> TrainConfig:
     return make_config(**{**FAST, **overrides})
 
 
-@pytest.mark.parametrize("strategy", ["sgd", "sgd-norm", "osgd", "osgd-norm", "greedy"])
+@pytest.mark.parametrize("strategy", ["sgd", "sgd-sum", "sgd-norm", "osgd", "osgd-norm", "greedy"])
 def test_every_strategy_trains_the_toy_model(strategy: str) -> None:
     net = make_toy()
     before = {k: v.clone() for k, v in net.state_dict().items()}
@@ -30,7 +30,9 @@ def test_every_strategy_trains_the_toy_model(strategy: str) -> None:
     assert [m.label for m in result.stages] == ["w1", "w2", "w4"]
     assert result.params == [310, 660, 1350]
     assert all(math.isfinite(m.loss) and m.count == 32 for m in result.stages)
-    assert len(result.history) == 3 and result.finished
+    assert len(result.history) == (9 if strategy == "greedy" else 3) and result.finished
+    assert result.epochs_done == len(result.history)
+    assert [m.count for m in result.test] == [32, 32, 32]  # the test split, after training
     assert not states_equal(before, net.state_dict())
 
 
@@ -42,22 +44,28 @@ def test_same_seed_same_weights_and_osgd_learns() -> None:
     assert results[0].stages[-1].top1 > 0.3  # chance is 0.1
 
 
-def test_greedy_splits_epochs_and_freezes_finished_stages(tmp_path) -> None:
+def test_greedy_gives_every_stage_the_full_budget_and_freezes_finished_stages(tmp_path) -> None:
     assert [
         (p.stage, p.first_epoch, p.epochs)
         for p in plan_phases(config(strategy="greedy", epochs=7), 3)
-    ] == [(1, 0, 2), (2, 2, 2), (3, 4, 3)]
-    net = make_toy()
-    cfg = config(strategy="greedy", epochs=3)
+    ] == [(1, 0, 7), (2, 7, 7), (3, 14, 7)]
+    net = make_toy(batchnorm=True)
+    cfg = config(strategy="greedy", epochs=1)
     first = train(net, cfg, tmp_path / "run", progress=False, until_epoch=1)
-    assert not first.finished and first.history[0]["stage"] == 1
-    stage1 = [p.detach().clone() for p in net.new_parameters(1)]
+    assert not first.finished and first.history[0].stage == 1
+    stage1 = [t.detach().clone() for t in [*net.new_parameters(1), *net.norms[0].buffers()]]
     stage2 = [p.detach().clone() for p in net.new_parameters(2)]
+    probe = torch.randn(8, 1, 8, 8)
+    with torch.no_grad():
+        before = net.eval()(probe)[0]
     result = train(net, cfg, tmp_path / "run", progress=False, resume=True)
-    assert [r["stage"] for r in result.history] == [1, 2, 3]
-    assert all(torch.equal(a, b) for a, b in zip(stage1, net.new_parameters(1), strict=True))
+    assert [r.stage for r in result.history] == [1, 2, 3] and result.epochs_done == 3
+    after = [*net.new_parameters(1), *net.norms[0].buffers()]
+    assert all(torch.equal(a, b) for a, b in zip(stage1, after, strict=True))  # BN stats too
+    with torch.no_grad():
+        assert torch.equal(before, net.eval()(probe)[0])  # stage 1 answers exactly as before
     assert not all(torch.equal(a, b) for a, b in zip(stage2, net.new_parameters(2), strict=True))
-    assert result.history[0]["train_loss"][1:] == [None, None]
+    assert result.history[0].train_loss[1:] == [None, None]
 
 
 def test_standalone_trains_one_subnetwork(tmp_path) -> None:
@@ -154,7 +162,7 @@ def test_tiny_spec_end_to_end(tmp_path) -> None:
         ({"device": "cuda:7"}, "T006", "cuda:7"),
         ({"device": "tpu"}, "T001", "unknown device"),
         ({"amp": "fp16", "device": "cpu"}, "T007", "CUDA"),
-        ({"strategy": "greedy", "epochs": 2}, "T013", "at least one"),
+        ({"oracle": 1}, "T015", "ready-made module"),
         ({"data": "imagenette"}, "D001", "unknown data source"),
         ({"data": "synthetic:64:7"}, "T011", "7 classes"),
     ],

@@ -56,6 +56,11 @@ class ToyNested(nn.Module):
     def stage_parameters(self, k: int) -> list[nn.Parameter]:
         return [p for j in range(1, k + 1) for p in self.new_parameters(j)]
 
+    def loss_parameters(self, k: int) -> list[nn.Parameter]:
+        """Stripes and norms 1..k and head k: what loss k reaches."""
+        modules = [*self.stripes[:k], *self.norms[:k], self.heads[k - 1]]
+        return [p for m in modules for p in m.parameters()]
+
     def subnetwork(self, k: int) -> nn.Module:
         sub = ToyNested(self.input_shape, self.num_classes, self.widths[:k], self.batchnorm)
         sub.load_state_dict(
