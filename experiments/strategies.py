@@ -1,64 +1,167 @@
-"""Reproduce the paper's Tables 1-2 on a spec: validation error per stage for each strategy.
+"""Compare the training strategies on a spec: test error per stage, two protocols, 95% CIs.
 
-Trains the spec once per (strategy, seed) with the same settings and prints a Markdown table
-of mean (std) top-1 error in percent, stages as rows, strategies as columns, like the paper.
+Every run trains on the source's training split, is *selected* on its validation split and
+*reported* on its test split, which no choice ever looks at.
 
-    python experiments/strategies.py specs/digits_width.nest --seeds 0 1 2 --norm-constant 0.005
-    python experiments/strategies.py specs/resnet42_width.nest --data cifar10:/data/cifar \
-        --epochs 200 --schedule exp --seeds 0 1 2          # the paper's CIFAR-10 setting
+- ``paper``: the paper's protocol (its Tables 1-2): every strategy with the same learning rate
+  (``--lr``, the paper's 0.1) and schedule. SGD (Eq. 1) averages the n losses while OSGD sums
+  n orthogonalized gradients, so at one LR the strategies take steps of different sizes.
+- ``fair``: each strategy gets its learning rate from the same ``--grid``, the one with the
+  lowest validation error (mean over stages and ``--select-seeds``), and the ``sgd-sum``
+  control (Eq. 1 on the *sum* of the losses) joins in, so a gap that is only a step size
+  effect shows up as such.
+
+Reported: mean test top-1 error (%) over ``--seeds`` ± the half-width of a 95% Student-t
+interval, one table per protocol. Runs are cached in ``--cache`` (JSON lines keyed by
+strategy, LR and seed), so both protocols share runs and an interrupted job resumes.
+
+    python experiments/strategies.py specs/digits_width.nest --protocol both \\
+        --seeds 0 1 2 3 4 --epochs 5 --norm-constant 0.005 --cache runs/strategies.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import statistics
 import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from scipy import stats
 
 import nestdsl
 from nestdsl.train import TrainConfig, train
 
-STRATEGIES = ["greedy", "sgd", "osgd", "sgd-norm", "osgd-norm"]
+PAPER_STRATEGIES = ["greedy", "sgd", "osgd", "sgd-norm", "osgd-norm"]
+CONTROL = "sgd-sum"
 HEADERS = {
     "greedy": "Greedy",
     "sgd": "SGD",
+    "sgd-sum": "SGD-sum",
     "osgd": "OSGD",
     "sgd-norm": "SGD-Norm",
     "osgd-norm": "OSGD-Norm",
 }
+CONFIDENCE = 0.95
 
 
-def run(args: argparse.Namespace) -> dict[str, list[list[float]]]:
-    """errors[strategy][stage] = top-1 error (%) of every seed."""
-    errors: dict[str, list[list[float]]] = {}
-    for strategy in args.strategies:
-        for seed in args.seeds:
-            config = TrainConfig(
-                data=args.data,
-                strategy=strategy,
-                epochs=args.epochs,
-                schedule=args.schedule,
-                seed=seed,
-                device=args.device,
-                norm_constant=args.norm_constant,
-            )
-            start = time.perf_counter()
-            result = train(args.spec, config, progress=False)
-            per_stage = errors.setdefault(strategy, [[] for _ in result.stages])
-            for stage, metrics in enumerate(result.stages):
-                per_stage[stage].append(100 * (1 - metrics.top1))
-            took = time.perf_counter() - start
-            print(
-                f"{strategy:9s} seed {seed}: "
-                + " ".join(f"{100 * (1 - m.top1):5.1f}" for m in result.stages)
-                + f"  ({took:.0f}s)",
-                flush=True,
-            )
-    return errors
+@dataclass(frozen=True)
+class Outcome:
+    """One finished run: top-1 error (%) per stage on validation and on test."""
+
+    strategy: str
+    lr: float
+    seed: int
+    val: list[float]
+    test: list[float]
+    seconds: float
+
+    @property
+    def key(self) -> str:
+        return run_key(self.strategy, self.lr, self.seed)
 
 
-def table(spec_path: str, errors: dict[str, list[list[float]]]) -> str:
-    labels = nestdsl.build_ir(nestdsl.load(spec_path)).stage_labels
-    strategies = list(errors)
+def run_key(strategy: str, lr: float, seed: int) -> str:
+    return f"{strategy}|{lr:g}|{seed}"
+
+
+class Runner:
+    """Trains (strategy, LR, seed) once; remembers every outcome in a JSON-lines cache."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.cache: Path | None = Path(args.cache) if args.cache else None
+        self.done: dict[str, Outcome] = {}
+        if self.cache is not None and self.cache.is_file():
+            for line in self.cache.read_text().splitlines():
+                outcome = Outcome(**json.loads(line))
+                self.done[outcome.key] = outcome
+
+    def outcome(self, strategy: str, lr: float, seed: int) -> Outcome:
+        key = run_key(strategy, lr, seed)
+        if key not in self.done:
+            self.done[key] = self._train(strategy, lr, seed)
+            if self.cache is not None:
+                self.cache.parent.mkdir(parents=True, exist_ok=True)
+                with self.cache.open("a") as handle:
+                    handle.write(json.dumps(asdict(self.done[key])) + "\n")
+        return self.done[key]
+
+    def _train(self, strategy: str, lr: float, seed: int) -> Outcome:
+        args = self.args
+        config = TrainConfig(
+            data=args.data,
+            strategy=strategy,
+            epochs=args.epochs,
+            lr=lr,
+            schedule=args.schedule,
+            seed=seed,
+            device=args.device,
+            norm_constant=args.norm_constant,
+        )
+        start = time.perf_counter()
+        result = train(args.spec, config, progress=False)
+        outcome = Outcome(
+            strategy,
+            lr,
+            seed,
+            val=[100 * m.top1_error for m in result.stages],
+            test=[100 * m.top1_error for m in result.test],
+            seconds=round(time.perf_counter() - start, 1),
+        )
+        print(
+            f"{strategy:9s} lr {lr:<6g} seed {seed}: val "
+            + " ".join(f"{e:5.1f}" for e in outcome.val)
+            + "  test "
+            + " ".join(f"{e:5.1f}" for e in outcome.test)
+            + f"  ({outcome.seconds:.0f}s)",
+            flush=True,
+        )
+        return outcome
+
+
+def paper_protocol(runner: Runner, args: argparse.Namespace) -> dict[str, list[Outcome]]:
+    """Every paper strategy at the one learning rate ``--lr``."""
+    return {
+        s: [runner.outcome(s, args.lr, seed) for seed in args.seeds] for s in PAPER_STRATEGIES
+    }
+
+
+def choose_lr(runner: Runner, strategy: str, args: argparse.Namespace) -> float:
+    """The grid LR with the lowest validation error, averaged over stages and seeds."""
+
+    def validation_error(lr: float) -> float:
+        outcomes = [runner.outcome(strategy, lr, seed) for seed in args.select_seeds]
+        return statistics.mean(e for o in outcomes for e in o.val)
+
+    return min(args.grid, key=validation_error)
+
+
+def fair_protocol(
+    runner: Runner, args: argparse.Namespace
+) -> tuple[dict[str, float], dict[str, list[Outcome]]]:
+    """Each strategy (and the sgd-sum control) at its own validation-chosen LR."""
+    chosen = {s: choose_lr(runner, s, args) for s in [*PAPER_STRATEGIES, CONTROL]}
+    return chosen, {
+        s: [runner.outcome(s, lr, seed) for seed in args.seeds] for s, lr in chosen.items()
+    }
+
+
+def interval(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its two-sided 95% Student-t confidence interval."""
+    mean = statistics.mean(values)
+    if len(values) < 2:
+        return mean, math.nan
+    t = float(stats.t.ppf((1 + CONFIDENCE) / 2, len(values) - 1))
+    return mean, t * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def table(labels: tuple[str, ...], results: dict[str, list[Outcome]]) -> str:
+    """Markdown: stages as rows, strategies as columns, mean ± CI half-width of test error."""
+    strategies = list(results)
     lines = [
         "| stage | " + " | ".join(HEADERS.get(s, s) for s in strategies) + " |",
         "|---|" + "---|" * len(strategies),
@@ -66,32 +169,54 @@ def table(spec_path: str, errors: dict[str, list[list[float]]]) -> str:
     for stage, label in enumerate(labels):
         cells = []
         for s in strategies:
-            values = errors[s][stage]
-            spread = f" ({statistics.stdev(values):.1f})" if len(values) > 1 else ""
-            cells.append(f"{statistics.mean(values):.1f}{spread}")
+            mean, half = interval([o.test[stage] for o in results[s]])
+            cells.append(f"{mean:.1f} ± {half:.1f}")
         lines.append(f"| {stage + 1} {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("spec")
+    parser.add_argument("--protocol", choices=["paper", "fair", "both"], default="both")
     parser.add_argument("--data", default="digits")
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=15, help="per stage for greedy")
     parser.add_argument("--schedule", default="cosine")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--lr", type=float, default=0.1, help="the paper protocol's LR")
+    parser.add_argument("--grid", type=float, nargs="+", default=[0.03, 0.1, 0.3])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--select-seeds", type=int, nargs="+", default=[0])
     parser.add_argument(
         "--norm-constant",
         type=float,
         default=0.5,
         help="NormSGD's C; calibrate it to the size of raw gradients",
     )
-    parser.add_argument("--strategies", nargs="+", default=STRATEGIES)
-    args = parser.parse_args()
-    errors = run(args)
-    print(f"\nTop-1 validation error (%), mean (std) over seeds {args.seeds}, {args.epochs} epochs")
-    print(table(args.spec, errors))
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's)")
+    parser.add_argument("--cache", default=None, help="JSON-lines file of finished runs")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runner = Runner(args)
+    labels = nestdsl.build_ir(nestdsl.load(args.spec)).stage_labels
+    what = (
+        f"test top-1 error (%), mean ± {CONFIDENCE:.0%} CI half-width over seeds "
+        f"{args.seeds}, {args.epochs} epochs (per stage for Greedy)"
+    )
+    if args.protocol in ("paper", "both"):
+        results = paper_protocol(runner, args)
+        print(f"\nPaper protocol (every strategy at LR {args.lr:g}): {what}")
+        print(table(labels, results))
+    if args.protocol in ("fair", "both"):
+        chosen, results = fair_protocol(runner, args)
+        picks = ", ".join(f"{HEADERS[s]} {lr:g}" for s, lr in chosen.items())
+        print(f"\nFair protocol (LR per strategy from {args.grid} on validation: {picks}): {what}")
+        print(table(labels, results))
 
 
 if __name__ == "__main__":

@@ -208,3 +208,24 @@ def test_subprocess(tmp_path: Path) -> None:
         [exe, "compile", str(tmp_path / "nope.nest")], capture_output=True, text=True, check=False
     )
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
+
+
+def test_oracle_emit_spec_writes_a_plain_spec_and_compares_costs(tmp_path: Path) -> None:
+    from nestdsl.oracle import oracle_source
+
+    spec = Path(__file__).resolve().parent.parent / "specs" / "digits_width.nest"
+    out = tmp_path / "oracle.nest"
+    result = runner.invoke(
+        app, ["compile", str(spec), "--oracle", "2", "--emit", "spec", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert out.read_text() == oracle_source(load(spec), 2)
+    assert "oracle of stage 2 (w2): 19,706 params" in result.stderr
+    assert "nested D_2: 14,970 params" in result.stderr
+    table = runner.invoke(app, ["compile", str(out)])  # the written spec compiles as is
+    assert table.exit_code == 0 and "1 stage" in table.stdout
+
+
+def test_oracle_stage_out_of_range_is_a_user_error() -> None:
+    result = runner.invoke(app, ["compile", str(TINY), "--oracle", "9", "--emit", "spec"])
+    assert result.exit_code == 1 and "T005" in result.output

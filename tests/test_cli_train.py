@@ -176,3 +176,25 @@ def test_existing_run_is_not_overwritten(app, spec, tmp_path) -> None:
 def test_missing_spec_file_is_a_usage_error(app, tmp_path) -> None:
     result = run(app, str(tmp_path / "nope.nest"))
     assert result.exit_code == 2
+
+
+def test_oracle_trains_an_independent_network_and_reports_both_sizes(app, spec, tmp_path) -> None:
+    out = tmp_path / "oracle"
+    result = run(app, spec, *FAST, "--oracle", "2", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "oracle of stage 2 (w2)" in result.stdout and "nested D_2" in result.stdout
+    results = json.loads((out / "results.json").read_text())
+    oracle = results["oracle"]
+    assert oracle["stage"] == 2 and oracle["params"] > oracle["nested_params"]
+    assert [s["params"] for s in results["stages"]] == [oracle["params"]]
+    assert len(results["test"]) == 1 and results["data_split"]["test"] == 32
+
+
+def test_greedy_reports_the_total_epochs_and_the_split(app, spec, tmp_path) -> None:
+    out = tmp_path / "greedy"
+    result = run(app, spec, *FAST, "--strategy", "greedy", "--out", str(out), "-q")
+    assert result.exit_code == 0, result.output
+    assert "epochs trained: 6" in result.stdout  # 3 stages x 2 epochs
+    assert "128 train / 32 validation / 32 test" in result.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["data_split"]["train"] == 128 and "test" in config["data_split"]["rule"]

@@ -153,6 +153,14 @@ def fingerprint(module: nn.Module) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
+def loss_memberships(net: AnytimeNetwork) -> list[list[nn.Parameter]]:
+    """Per loss, the parameters it reaches (``loss_parameters``): a parameter's subnetworks
+    are the losses that reach it, the paper's "subnetworks in which they participate". With
+    ``stage_parameters`` head 1 would count as a member of all n subnetworks and NormSGD
+    would divide its update by n, though only L_1 reaches it."""
+    return [net.loss_parameters(k) for k in range(1, net.num_stages + 1)]
+
+
 def count_params(params: list[nn.Parameter]) -> int:
     return sum(p.numel() for p in distinct(params))
 
@@ -345,8 +353,7 @@ class _Session:
             self.mode,
             self.model,
             "sgd" if sums else config.strategy,
-            # Membership by loss path: a parameter belongs to the losses that reach it.
-            [net.loss_parameters(k) for k in range(1, self.n + 1)],
+            loss_memberships(net),
             build_optimizer(config, distinct(list(self.model.parameters()))),
             priority=config.priority,
             importances=config.importances,
