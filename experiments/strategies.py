@@ -125,9 +125,7 @@ class Runner:
 
 def paper_protocol(runner: Runner, args: argparse.Namespace) -> dict[str, list[Outcome]]:
     """Every paper strategy at the one learning rate ``--lr``."""
-    return {
-        s: [runner.outcome(s, args.lr, seed) for seed in args.seeds] for s in PAPER_STRATEGIES
-    }
+    return {s: [runner.outcome(s, args.lr, seed) for seed in args.seeds] for s in PAPER_STRATEGIES}
 
 
 def choose_lr(runner: Runner, strategy: str, args: argparse.Namespace) -> float:

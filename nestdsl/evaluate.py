@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nestdsl.contracts import AnytimeNetwork
+
 TOP_K = 5
 
 
@@ -49,9 +51,9 @@ def stage_outputs(outputs: Tensor | Sequence[Tensor]) -> list[Tensor]:
 
 
 def stage_labels(net: nn.Module, n: int) -> list[str]:
-    labels = getattr(net, "stage_labels", None)
-    if labels is not None and len(labels) == n:
-        return [str(label) for label in labels]
+    """The contract's labels when ``net`` implements it, else ``stage1`` .. ``stageN``."""
+    if isinstance(net, AnytimeNetwork) and len(net.stage_labels) == n:
+        return [str(label) for label in net.stage_labels]
     return [f"stage{k}" for k in range(1, n + 1)]
 
 

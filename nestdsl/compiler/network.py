@@ -154,11 +154,7 @@ class NestedNet(nn.Module):
         self._check_stage(k)
         head = (self.ir.heads[k - 1], 0)
         reached = nx.ancestors(self.ir.graph, head) | {head}
-        return [
-            p
-            for stage, _, p in self._staged
-            if stage <= k and self._unit_of[id(p)] in reached
-        ]
+        return [p for stage, _, p in self._staged if stage <= k and self._unit_of[id(p)] in reached]
 
     def new_parameters(self, k: int) -> list[nn.Parameter]:
         """w_k minus w_{k-1}: the parameters stage k introduces."""

@@ -71,9 +71,7 @@ class DataSplit:
         return SplitRecord(*sizes, rule=self.rule)
 
 
-def stratified_parts(
-    labels: np.ndarray, fractions: Sequence[float], seed: int
-) -> list[np.ndarray]:
+def stratified_parts(labels: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
     """Fixed, stratified parts of ``range(len(labels))``: one per fraction, then the rest.
 
     Per class, a legacy ``numpy.random.RandomState(seed)`` permutation (a stream numpy

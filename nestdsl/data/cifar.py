@@ -196,13 +196,10 @@ def _build(fmt: Format, arg: str | None, shape: Shape, augment: bool) -> DataSpl
     images, labels = _load(fmt.train_files, root, fmt)
     test_x, test_y = _load(fmt.val_files, root, fmt)
     val_idx, train_idx = (
-        torch.from_numpy(i)
-        for i in stratified_parts(labels.numpy(), (VAL_FRACTION,), SPLIT_SEED)
+        torch.from_numpy(i) for i in stratified_parts(labels.numpy(), (VAL_FRACTION,), SPLIT_SEED)
     )
     return DataSplit(
-        train=CifarDataset(
-            images[train_idx], labels[train_idx], size, augment, fmt.mean, fmt.std
-        ),
+        train=CifarDataset(images[train_idx], labels[train_idx], size, augment, fmt.mean, fmt.std),
         val=CifarDataset(images[val_idx], labels[val_idx], size, False, fmt.mean, fmt.std),
         test=CifarDataset(test_x, test_y, size, False, fmt.mean, fmt.std),
         num_classes=fmt.num_classes,

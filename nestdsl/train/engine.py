@@ -185,7 +185,7 @@ def train(
     """
     config = config or TrainConfig()
     target = materialize(spec_or_net, config.seed, config.oracle)
-    check_config(config, _num_stages(target.net))
+    check_config(config, contract(target.net).num_stages)
     check_log(config.log)
     context = distributed.from_env()
     runtime = resolve_runtime(config, context.local_rank)
@@ -198,16 +198,13 @@ def train(
         distributed.shutdown(created)
 
 
-def _num_stages(net: nn.Module) -> int:
-    return contract(net).num_stages
-
-
 def contract(net: nn.Module) -> AnytimeNetwork:
-    """``net`` as the nested-network contract, or T011 naming what it lacks."""
-    if not isinstance(net, AnytimeNetwork) or isinstance(net.num_stages, bool):
+    """``net`` as the nested-network contract (docs/contracts.md), or a T011 error."""
+    if not isinstance(net, AnytimeNetwork):
         fail("T011", "the network does not implement the NestedNet contract (docs/contracts.md)")
-    if not isinstance(net.num_stages, int) or net.num_stages < 1:
-        fail("T011", "the network does not implement the NestedNet contract (num_stages)")
+    stages = net.num_stages
+    if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
+        fail("T011", "the network's num_stages is not a positive integer (NestedNet contract)")
     return net
 
 
@@ -230,7 +227,7 @@ class _Session:
         self.context = context
         self.rundir = RunDir(run_dir, writer=context.is_main) if run_dir is not None else None
         self.progress = progress and context.is_main
-        self.n = _num_stages(self.net)
+        self.n = self.net.num_stages
         self.mode = mode_of(config)
         self.phases = plan_phases(config, self.n)
         self.total = total_epochs(config, self.n)

@@ -20,13 +20,15 @@ import torch
 from torch import nn
 
 from nestdsl.ast import Spec
+from nestdsl.data.base import SplitRecord
 from nestdsl.diagnostics import NestError
 from nestdsl.evaluate import StageMetrics
+from nestdsl.oracle import OracleCost
 from nestdsl.train import distributed
 from nestdsl.train.checks import check_config, fail
 from nestdsl.train.config import TrainConfig
 from nestdsl.train.devices import resolve_device
-from nestdsl.train.engine import SpecOrNet, TrainResult, materialize, train
+from nestdsl.train.engine import SpecOrNet, TrainResult, contract, materialize, train
 from nestdsl.train.runs import FINAL, RESULTS, load_tensors
 
 Source = Spec | str | Path | Callable[[], nn.Module]
@@ -81,8 +83,8 @@ def launch(
         fail("T014", f"--nproc must be at least 1, got {nproc}")
     if nproc == 1:
         return train(_trainable(source, config.seed), config, run_dir, progress, resume=resume)
-    net = materialize(_trainable(source, config.seed), config.seed).net
-    check_config(config, int(getattr(net, "num_stages", 1)))
+    net = materialize(_trainable(source, config.seed), config.seed, config.oracle).net
+    check_config(config, contract(net).num_stages)
     device = resolve_device(config.device)
     if device.type == "cuda" and torch.cuda.device_count() < nproc:
         fail(
@@ -110,15 +112,22 @@ def launch(
 def _collect(net: nn.Module, config: TrainConfig, path: Path) -> TrainResult:
     """Rank 0's final weights and results, read back into the parent's copy of the network."""
     if config.standalone is not None:
-        net = net.subnetwork(config.standalone)  # type: ignore[operator]
+        net = contract(net).subnetwork(config.standalone)
     net.load_state_dict(load_tensors(path / FINAL))
     data = json.loads((path / RESULTS).read_text(encoding="utf-8"))
-    keys = ("stage", "label", "top1", "top5", "loss", "count")
-    stages = [StageMetrics(**{k: row[k] for k in keys}) for row in data["stages"]]
+    split, oracle = data.get("data_split"), data.get("oracle")
     return TrainResult(
         net=net,
-        stages=stages,
+        stages=_metrics(data["stages"]),
         params=[row["params"] for row in data["stages"]],
         run_dir=path,
         epochs_done=int(data["epochs"]),
+        test=_metrics(data.get("test", [])),
+        split=SplitRecord(**split) if split else None,
+        oracle=OracleCost(**oracle) if oracle else None,
     )
+
+
+def _metrics(rows: list[dict[str, Any]]) -> list[StageMetrics]:
+    keys = ("stage", "label", "top1", "top5", "loss", "count")
+    return [StageMetrics(**{k: row[k] for k in keys}) for row in rows]

@@ -203,3 +203,25 @@ def test_toy_contract() -> None:
     assert len(joint) == 3
     assert torch.allclose(net.subnetwork(2)(x), joint[1])
     assert net.stage_parameters(2)[: len(net.stage_parameters(1))] == net.stage_parameters(1)
+
+
+def test_a_module_without_the_contract_is_refused() -> None:
+    with pytest.raises(NestError) as caught:
+        train(torch.nn.Linear(64, 10), config(), progress=False)
+    assert "[T011]" in caught.value.render() and "contract" in caught.value.render()
+
+
+def test_compiled_and_toy_networks_satisfy_the_protocol(tmp_path) -> None:
+    from nestdsl.compiler import compile as compile_spec
+    from nestdsl.contracts import AnytimeNetwork
+    from nestdsl.load import load
+
+    assert isinstance(compile_spec(load(write_tiny_spec(tmp_path))), AnytimeNetwork)
+    assert isinstance(make_toy(), AnytimeNetwork)
+    assert not isinstance(torch.nn.Linear(2, 2), AnytimeNetwork)
+
+
+def test_oracle_and_standalone_exclude_each_other(tmp_path) -> None:
+    with pytest.raises(NestError) as caught:
+        train(write_tiny_spec(tmp_path), config(oracle=1, standalone=1), progress=False)
+    assert "[T015]" in caught.value.render()

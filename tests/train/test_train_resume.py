@@ -28,7 +28,7 @@ def config(**overrides: object):
 
 @pytest.mark.parametrize(
     ("overrides", "stop"),
-    [({"strategy": "osgd"}, 1), ({"strategy": "greedy", "optimizer": "adamw"}, 2)],
+    [({"strategy": "osgd"}, 1), ({"strategy": "greedy", "optimizer": "adamw", "epochs": 1}, 2)],
 )
 def test_stopped_and_resumed_run_is_bit_identical(tmp_path, overrides, stop) -> None:
     cfg = config(**overrides)
@@ -45,7 +45,7 @@ def test_stopped_and_resumed_run_is_bit_identical(tmp_path, overrides, stop) -> 
     a = torch.load(tmp_path / "a" / "final.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "final.pt", weights_only=True)
     assert states_equal(a, b)
-    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    assert [r.epoch for r in result.history] == [1, 2, 3]
     assert json.loads((tmp_path / "b" / "results.json").read_text())["stages"][0]["label"] == "w1"
 
 
