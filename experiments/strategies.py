@@ -13,7 +13,8 @@ Every run trains on the source's training split, is *selected* on its validation
 
 Reported: mean test top-1 error (%) over ``--seeds`` ± the half-width of a 95% Student-t
 interval, one table per protocol. Runs are cached in ``--cache`` (JSON lines keyed by
-strategy, LR and seed), so both protocols share runs and an interrupted job resumes.
+strategy, LR and seed), so both protocols share runs, an interrupted job resumes, and the two
+protocols can run as two processes on one cache.
 
     python experiments/strategies.py specs/digits_width.nest --protocol both \\
         --seeds 0 1 2 3 4 --epochs 5 --norm-constant 0.005 --cache runs/strategies.jsonl
@@ -75,6 +76,10 @@ class Runner:
         self.args = args
         self.cache: Path | None = Path(args.cache) if args.cache else None
         self.done: dict[str, Outcome] = {}
+        self._read_cache()
+
+    def _read_cache(self) -> None:
+        """Load finished runs, also those another process (e.g. the other protocol) wrote."""
         if self.cache is not None and self.cache.is_file():
             for line in self.cache.read_text().splitlines():
                 outcome = Outcome(**json.loads(line))
@@ -82,6 +87,8 @@ class Runner:
 
     def outcome(self, strategy: str, lr: float, seed: int) -> Outcome:
         key = run_key(strategy, lr, seed)
+        if key not in self.done:
+            self._read_cache()
         if key not in self.done:
             self.done[key] = self._train(strategy, lr, seed)
             if self.cache is not None:
