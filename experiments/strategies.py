@@ -13,7 +13,7 @@ Every run trains on the source's training split, is *selected* on its validation
 
 Reported: mean test top-1 error (%) over ``--seeds`` ± the half-width of a 95% Student-t
 interval, one table per protocol. Runs are cached in ``--cache`` (JSON lines keyed by
-strategy, LR and seed), so both protocols share runs, an interrupted job resumes, and the two
+strategy, LR, seed and epochs), so both protocols share runs, an interrupted job resumes, and the two
 protocols can run as two processes on one cache.
 
     python experiments/strategies.py specs/digits_width.nest --protocol both \\
@@ -56,17 +56,18 @@ class Outcome:
     strategy: str
     lr: float
     seed: int
+    epochs: int
     val: list[float]
     test: list[float]
     seconds: float
 
     @property
     def key(self) -> str:
-        return run_key(self.strategy, self.lr, self.seed)
+        return run_key(self.strategy, self.lr, self.seed, self.epochs)
 
 
-def run_key(strategy: str, lr: float, seed: int) -> str:
-    return f"{strategy}|{lr:g}|{seed}"
+def run_key(strategy: str, lr: float, seed: int, epochs: int) -> str:
+    return f"{strategy}|{lr:g}|{seed}|{epochs}"
 
 
 class Runner:
@@ -86,7 +87,7 @@ class Runner:
                 self.done[outcome.key] = outcome
 
     def outcome(self, strategy: str, lr: float, seed: int) -> Outcome:
-        key = run_key(strategy, lr, seed)
+        key = run_key(strategy, lr, seed, self.args.epochs)
         if key not in self.done:
             self._read_cache()
         if key not in self.done:
@@ -115,6 +116,7 @@ class Runner:
             strategy,
             lr,
             seed,
+            args.epochs,
             val=[100 * m.top1_error for m in result.stages],
             test=[100 * m.top1_error for m in result.test],
             seconds=round(time.perf_counter() - start, 1),

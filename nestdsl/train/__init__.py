@@ -11,12 +11,14 @@ devices and distributed training.
 from nestdsl.evaluate import StageMetrics, evaluate
 from nestdsl.train.config import TrainConfig, make_config
 from nestdsl.train.distributed import DistContext
-from nestdsl.train.engine import Phase, TrainResult, plan_phases, train
+from nestdsl.train.engine import Phase, TrainResult, plan_phases, total_epochs, train
 from nestdsl.train.launch import launch
+from nestdsl.train.records import EpochRecord
 from nestdsl.train.runs import RunDir
 
 __all__ = [
     "DistContext",
+    "EpochRecord",
     "Phase",
     "RunDir",
     "StageMetrics",
@@ -26,5 +28,6 @@ __all__ = [
     "launch",
     "make_config",
     "plan_phases",
+    "total_epochs",
     "train",
 ]

@@ -21,9 +21,13 @@ from nestdsl.train.config import TrainConfig
 
 MTL_PREFIX = "mtl:"
 
-TRAINING_STRATEGIES: tuple[str, ...] = ("sgd-sum",)
-"""Strategies the training loop adds to the optimizer's: ``sgd-sum`` is Eq. 1 on the *sum*
-of the stage losses (a control for OSGD's summed step, see docs/training.md)."""
+SUM_OF_LOSSES = "sgd-sum"
+"""Eq. 1 on the *sum* of the stage losses, not their mean: a control for OSGD, which sums its
+orthogonalized gradients (docs/training.md). The training loop adds it to the optimizer's
+strategies by running ``sgd`` with every loss multiplied by n."""
+
+TRAINING_STRATEGIES: tuple[str, ...] = (SUM_OF_LOSSES,)
+"""Strategies the training loop adds to the optimizer's."""
 
 
 def fail(code: str, message: str, help: str | None = None) -> NoReturn:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from nestdsl.data.base import SplitRecord
 from nestdsl.evaluate import StageMetrics, evaluate
 from nestdsl.oracle import OracleCost
 from nestdsl.train import distributed
-from nestdsl.train.checks import check_config, fail
+from nestdsl.train.checks import SUM_OF_LOSSES, check_config, fail
 from nestdsl.train.config import RUNTIME_FIELDS, TrainConfig
 from nestdsl.train.devices import Runtime, deterministic, resolve_runtime
 from nestdsl.train.distributed import DistContext
@@ -45,7 +46,7 @@ from nestdsl.train.loaders import EpochLoaders, seed_epoch
 from nestdsl.train.progress import TrainProgress
 from nestdsl.train.records import EpochRecord
 from nestdsl.train.runs import RunDir, capture_rng, restore_rng
-from nestdsl.train.scalars import check_log, open_scalars
+from nestdsl.train.scalars import ScalarLog, check_log, open_scalars
 from nestdsl.train.schedules import build_optimizer, learning_rate, set_learning_rate
 from nestdsl.train.steps import StepPlan, distinct, mode_of, train_step
 
@@ -76,11 +77,6 @@ def total_epochs(config: TrainConfig, num_stages: int) -> int:
     """Epochs of the whole run: n × epochs for greedy, epochs otherwise."""
     last = plan_phases(config, num_stages)[-1]
     return last.first_epoch + last.epochs
-
-
-LOSS_SCALE: dict[str, int] = {"sgd-sum": 1}
-"""Strategies that train with Eq. 1 on a sum instead of a mean: the number of stages to
-multiply by is filled in per network (``_loss_scale``)."""
 
 
 @dataclass
@@ -345,7 +341,7 @@ class _Session:
                 reduce=reduce,
                 scaler=scaler,
             )
-        sums = config.strategy in LOSS_SCALE
+        sums = config.strategy == SUM_OF_LOSSES  # Eq. 1 with every loss multiplied by n
         return StepPlan(
             self.mode,
             self.model,
@@ -456,7 +452,7 @@ class _Session:
         plan: StepPlan,
         loaders: EpochLoaders,
         bars: TrainProgress,
-        scalars: Any,
+        scalars: ScalarLog,
     ) -> list[StageMetrics] | None:
         started = time.perf_counter()
         lr = learning_rate(self.config, epoch - phase.first_epoch, phase.epochs)
@@ -513,7 +509,7 @@ class _Session:
         width = 1 if self.config.standalone else self.n
         return means + [None] * (width - len(means))
 
-    def _evaluate(self, loader: Any) -> list[StageMetrics]:
+    def _evaluate(self, loader: Iterable[tuple[Tensor, Tensor]]) -> list[StageMetrics]:
         metrics = evaluate(
             self.model,
             loader,

@@ -225,3 +225,36 @@ def test_oracle_and_standalone_exclude_each_other(tmp_path) -> None:
     with pytest.raises(NestError) as caught:
         train(write_tiny_spec(tmp_path), config(oracle=1, standalone=1), progress=False)
     assert "[T015]" in caught.value.render()
+
+
+def test_greedy_freezes_batchnorm_of_finished_stages_in_a_compiled_net(tmp_path) -> None:
+    spec, run = write_tiny_spec(tmp_path), tmp_path / "run"
+    cfg = config(strategy="greedy", epochs=1)
+    first = train(spec, cfg, run, progress=False, until_epoch=1)
+    net = first.net
+    probe = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        stage_1 = net.eval()(probe)[0]
+    buffers = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+    result = train(spec, cfg, run, progress=False, resume=True)
+    after = result.net.state_dict()
+    with torch.no_grad():
+        assert torch.equal(stage_1, result.net.eval()(probe)[0])
+    stem = result.net.op("stem")
+    rows = stem.layer.stripes[0]  # the stage-1 stripe's statistics are untouched ...
+    key = next(k for k in buffers if k.startswith("ops.stem") and k.endswith("running_mean"))
+    assert torch.equal(buffers[key][:rows], after[key][:rows])
+    assert not torch.equal(buffers[key][rows:], after[key][rows:])  # ... later ones trained
+
+
+def test_sgd_sum_is_sgd_on_the_summed_losses() -> None:
+    """Without weight decay, Eq. 1 on the sum at LR a equals Eq. 1 on the mean at LR n·a."""
+    summed, averaged = make_toy(), make_toy()
+    common = {"weight_decay": 0.0, "epochs": 1, "schedule": "constant"}
+    train(summed, config(strategy="sgd-sum", lr=0.01, **common), progress=False)
+    train(averaged, config(strategy="sgd", lr=0.03, **common), progress=False)
+    for a, b in zip(summed.parameters(), averaged.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    unchanged = make_toy()
+    train(unchanged, config(strategy="sgd", lr=0.01, **common), progress=False)
+    assert not states_equal(unchanged.state_dict(), summed.state_dict())
