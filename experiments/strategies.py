@@ -13,8 +13,8 @@ Every run trains on the source's training split, is *selected* on its validation
 
 Reported: mean test top-1 error (%) over ``--seeds`` ± the half-width of a 95% Student-t
 interval, one table per protocol. Runs are cached in ``--cache`` (JSON lines keyed by
-strategy, LR, seed and epochs), so both protocols share runs, an interrupted job resumes, and the two
-protocols can run as two processes on one cache.
+strategy, LR, seed and epochs), so both protocols share runs, an interrupted job resumes, and
+the two protocols can run as two processes on one cache.
 
     python experiments/strategies.py specs/digits_width.nest --protocol both \\
         --seeds 0 1 2 3 4 --epochs 5 --norm-constant 0.005 --cache runs/strategies.jsonl
