@@ -187,6 +187,7 @@ def test_oracle_trains_an_independent_network_and_reports_both_sizes(app, spec, 
     oracle = results["oracle"]
     assert oracle["stage"] == 2 and oracle["params"] > oracle["nested_params"]
     assert [s["params"] for s in results["stages"]] == [oracle["params"]]
+    assert [(s["stage"], s["label"]) for s in results["test"]] == [(2, "w2")]
     assert len(results["test"]) == 1 and results["data_split"]["test"] == 32
 
 

@@ -45,7 +45,8 @@ def known_strategies() -> tuple[str, ...]:
 def check_config(config: TrainConfig, num_stages: int) -> None:
     """Everything about ``config`` that can be judged from the network's stage count."""
     strategies = known_strategies()
-    if config.standalone is None and config.strategy not in strategies:
+    trains_nested = config.standalone is None and config.oracle is None
+    if trains_nested and config.strategy not in strategies:
         if config.strategy.startswith(MTL_PREFIX):
             help = "the `mtl:*` strategies need torchjd: pip install 'nestdsl[mtl]'"
         else:

@@ -238,6 +238,8 @@ class _Session:
 
     def _labels(self) -> list[str]:
         labels = [str(x) for x in self.net.stage_labels]
+        if self.target.oracle is not None:  # the plain network's own label would be `w1`
+            return [self.target.oracle.label]
         return [labels[self.config.standalone - 1]] if self.config.standalone else labels
 
     def _params(self) -> list[int]:
@@ -495,6 +497,8 @@ class _Session:
             return f"stage {phase.stage}/{self.n} ({label}) {within}, {where} in all"
         if self.config.standalone:
             return f"standalone {self._labels()[0]} {where}"
+        if self.config.oracle:
+            return f"oracle {self._labels()[0]} {where}"
         return where
 
     def _mean_losses(self, sums: list[Tensor], seen: int, plan: StepPlan) -> list[float | None]:
@@ -518,7 +522,7 @@ class _Session:
             channels_last=self.runtime.channels_last,
         )
         labels = self._labels()
-        first = self.config.standalone or 1
+        first = self.config.standalone or self.config.oracle or 1
         return [replace(m, stage=first + i, label=labels[i]) for i, m in enumerate(metrics)]
 
     def _record(
