@@ -188,7 +188,7 @@ class NestedNet(nn.Module):
 
 
 class Standalone(nn.Module):
-    """A single-output network D_k, e.g. for deployment or as an Oracle baseline."""
+    """A single-output network D_k (deployment, `--standalone`); not the paper's Oracle."""
 
     def __init__(self, net: NestedNet, label: str):
         super().__init__()

@@ -36,7 +36,8 @@ from nestdsl.contracts import AnytimeNetwork
 from nestdsl.data import DataSplit, build_datasets
 from nestdsl.data.base import SplitRecord
 from nestdsl.evaluate import StageMetrics, evaluate
-from nestdsl.oracle import OracleCost
+from nestdsl.oracle import OracleCost, oracle_cost
+from nestdsl.oracle import oracle as oracle_of
 from nestdsl.train import distributed
 from nestdsl.train.checks import SUM_OF_LOSSES, check_config, fail
 from nestdsl.train.config import RUNTIME_FIELDS, TrainConfig
@@ -121,8 +122,6 @@ def materialize(spec_or_net: SpecOrNet, seed: int, oracle: int | None = None) ->
     """
     from nestdsl.compiler import compile as compile_spec
     from nestdsl.load import load
-    from nestdsl.oracle import oracle as oracle_of
-    from nestdsl.oracle import oracle_cost
 
     if isinstance(spec_or_net, nn.Module):
         if oracle is not None:

@@ -9,7 +9,8 @@ Modes and how they compute the stage losses:
 - ``greedy`` (phase k of Algorithm 1): only stages 1..k run, stages 1..k-1 in eval mode
   (frozen: their BatchNorm normalizes with, and keeps, its running statistics); L_k flows
   into w_k \\ w_(k-1).
-- ``standalone`` (the Oracle baseline): D_k alone, plain cross-entropy.
+- ``standalone`` (D_k alone with ``--standalone k``, or the Oracle network with ``--oracle k``):
+  one output, plain cross-entropy.
 
 fp16 loss scaling with a gradient-combining optimizer: the losses are multiplied by the
 GradScaler's scale S so that small fp16 gradients survive the backward pass; fill_grad's
