@@ -68,7 +68,7 @@ def train(
     lr: Annotated[float | None, Opt(help="Initial learning rate")] = None,
     lr_final: Annotated[float | None, Opt(help="Final LR (exp default: 0.8% of --lr)")] = None,
     schedule: Annotated[
-        str | None, Opt(help="cosine (default) | exp (the paper's) | step | constant")
+        str | None, Opt(help="cosine (default) | exp (to the paper's end LR) | step | constant")
     ] = None,
     milestones: Annotated[str | None, Opt(help="Epochs where `step` decays, e.g. 30,60")] = None,
     momentum: Annotated[float | None, Opt(help="SGD momentum (default 0.9)")] = None,
