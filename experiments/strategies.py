@@ -13,8 +13,8 @@ Every run trains on the source's training split, is *selected* on its validation
 
 Reported: mean test top-1 error (%) over ``--seeds`` ± the half-width of a 95% Student-t
 interval, one table per protocol. Runs are cached in ``--cache`` (JSON lines keyed by
-strategy, LR, seed and epochs), so both protocols share runs, an interrupted job resumes, and
-the two protocols can run as two processes on one cache.
+strategy, LR, seed and epochs), so both protocols share runs and an interrupted job resumes;
+``--jobs N`` trains N runs at a time in worker processes.
 
     python experiments/strategies.py specs/digits_width.nest --protocol both \\
         --seeds 0 1 2 3 4 --epochs 5 --norm-constant 0.005 --cache runs/strategies.jsonl
@@ -25,9 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -38,6 +40,8 @@ from nestdsl.train import TrainConfig, train
 
 PAPER_STRATEGIES = ["greedy", "sgd", "osgd", "sgd-norm", "osgd-norm"]
 CONTROL = "sgd-sum"
+ALL = [*PAPER_STRATEGIES, CONTROL]
+"""The fair protocol's columns: the paper's strategies and the sgd-sum control."""
 HEADERS = {
     "greedy": "Greedy",
     "sgd": "SGD",
@@ -70,66 +74,98 @@ def run_key(strategy: str, lr: float, seed: int, epochs: int) -> str:
     return f"{strategy}|{lr:g}|{seed}|{epochs}"
 
 
+@dataclass(frozen=True)
+class Settings:
+    """What every run of one experiment shares (picklable, for worker processes)."""
+
+    spec: str
+    data: str
+    epochs: int
+    schedule: str
+    device: str
+    norm_constant: float
+    threads: int
+
+
+Task = tuple[str, float, int]
+"""(strategy, learning rate, seed)."""
+
+
+def train_one(settings: Settings, task: Task) -> Outcome:
+    """Train one (strategy, LR, seed) and measure it on validation and test."""
+    strategy, lr, seed = task
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    config = TrainConfig(
+        data=settings.data,
+        strategy=strategy,
+        epochs=settings.epochs,
+        lr=lr,
+        schedule=settings.schedule,
+        seed=seed,
+        device=settings.device,
+        norm_constant=settings.norm_constant,
+    )
+    start = time.perf_counter()
+    result = train(settings.spec, config, progress=False)
+    return Outcome(
+        strategy,
+        lr,
+        seed,
+        settings.epochs,
+        val=[100 * m.top1_error for m in result.stages],
+        test=[100 * m.top1_error for m in result.test],
+        seconds=round(time.perf_counter() - start, 1),
+    )
+
+
 class Runner:
-    """Trains (strategy, LR, seed) once; remembers every outcome in a JSON-lines cache."""
+    """Trains each (strategy, LR, seed) once, ``jobs`` at a time; caches every outcome."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.cache: Path | None = Path(args.cache) if args.cache else None
+    def __init__(self, settings: Settings, cache: str | None, jobs: int) -> None:
+        self.settings = settings
+        self.cache = Path(cache) if cache else None
+        self.jobs = jobs
         self.done: dict[str, Outcome] = {}
-        self._read_cache()
-
-    def _read_cache(self) -> None:
-        """Load finished runs, also those another process (e.g. the other protocol) wrote."""
         if self.cache is not None and self.cache.is_file():
             for line in self.cache.read_text().splitlines():
                 outcome = Outcome(**json.loads(line))
                 self.done[outcome.key] = outcome
 
-    def outcome(self, strategy: str, lr: float, seed: int) -> Outcome:
-        key = run_key(strategy, lr, seed, self.args.epochs)
-        if key not in self.done:
-            self._read_cache()
-        if key not in self.done:
-            self.done[key] = self._train(strategy, lr, seed)
-            if self.cache is not None:
-                self.cache.parent.mkdir(parents=True, exist_ok=True)
-                with self.cache.open("a") as handle:
-                    handle.write(json.dumps(asdict(self.done[key])) + "\n")
-        return self.done[key]
+    def _key(self, task: Task) -> str:
+        return run_key(*task, self.settings.epochs)
 
-    def _train(self, strategy: str, lr: float, seed: int) -> Outcome:
-        args = self.args
-        config = TrainConfig(
-            data=args.data,
-            strategy=strategy,
-            epochs=args.epochs,
-            lr=lr,
-            schedule=args.schedule,
-            seed=seed,
-            device=args.device,
-            norm_constant=args.norm_constant,
-        )
-        start = time.perf_counter()
-        result = train(args.spec, config, progress=False)
-        outcome = Outcome(
-            strategy,
-            lr,
-            seed,
-            args.epochs,
-            val=[100 * m.top1_error for m in result.stages],
-            test=[100 * m.top1_error for m in result.test],
-            seconds=round(time.perf_counter() - start, 1),
-        )
+    def prefetch(self, tasks: list[Task]) -> None:
+        """Train the tasks not yet done, in order, with up to ``jobs`` worker processes."""
+        missing = list(dict.fromkeys(t for t in tasks if self._key(t) not in self.done))
+        if self.jobs <= 1:
+            for task in missing:
+                self._record(train_one(self.settings, task))
+            return
+        with multiprocessing.Pool(self.jobs) as pool:
+            work = partial(train_one, self.settings)
+            for outcome in pool.imap_unordered(work, missing):
+                self._record(outcome)
+
+    def outcome(self, strategy: str, lr: float, seed: int) -> Outcome:
+        task = (strategy, lr, seed)
+        self.prefetch([task])
+        return self.done[self._key(task)]
+
+    def _record(self, outcome: Outcome) -> None:
+        self.done[outcome.key] = outcome
+        if self.cache is not None:
+            self.cache.parent.mkdir(parents=True, exist_ok=True)
+            with self.cache.open("a") as handle:
+                handle.write(json.dumps(asdict(outcome)) + "\n")
         print(
-            f"{strategy:9s} lr {lr:<6g} seed {seed}: val "
+            f"{outcome.strategy:9s} lr {outcome.lr:<6g} seed {outcome.seed}: val "
             + " ".join(f"{e:5.1f}" for e in outcome.val)
             + "  test "
             + " ".join(f"{e:5.1f}" for e in outcome.test)
             + f"  ({outcome.seconds:.0f}s)",
             flush=True,
         )
-        return outcome
 
 
 def paper_protocol(runner: Runner, args: argparse.Namespace) -> dict[str, list[Outcome]]:
@@ -145,16 +181,6 @@ def choose_lr(runner: Runner, strategy: str, args: argparse.Namespace) -> float:
         return statistics.mean(e for o in outcomes for e in o.val)
 
     return min(args.grid, key=validation_error)
-
-
-def fair_protocol(
-    runner: Runner, args: argparse.Namespace
-) -> tuple[dict[str, float], dict[str, list[Outcome]]]:
-    """Each strategy (and the sgd-sum control) at its own validation-chosen LR."""
-    chosen = {s: choose_lr(runner, s, args) for s in [*PAPER_STRATEGIES, CONTROL]}
-    return chosen, {
-        s: [runner.outcome(s, lr, seed) for seed in args.seeds] for s, lr in chosen.items()
-    }
 
 
 def interval(values: list[float]) -> tuple[float, float]:
@@ -202,25 +228,47 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's)")
     parser.add_argument("--cache", default=None, help="JSON-lines file of finished runs")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained in parallel")
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    runner = Runner(args)
+    settings = Settings(
+        args.spec,
+        args.data,
+        args.epochs,
+        args.schedule,
+        args.device,
+        args.norm_constant,
+        args.threads,
+    )
+    runner = Runner(settings, args.cache, args.jobs)
     labels = nestdsl.build_ir(nestdsl.load(args.spec)).stage_labels
     what = (
         f"test top-1 error (%), mean ± {CONFIDENCE:.0%} CI half-width over seeds "
         f"{args.seeds}, {args.epochs} epochs (per stage for Greedy)"
     )
-    if args.protocol in ("paper", "both"):
+    paper = args.protocol in ("paper", "both")
+    fair = args.protocol in ("fair", "both")
+    runner.prefetch(
+        (
+            [(s, lr, seed) for seed in args.select_seeds for s in ALL for lr in args.grid]
+            if fair
+            else []
+        )
+        + ([(s, args.lr, seed) for seed in args.seeds for s in PAPER_STRATEGIES] if paper else [])
+    )
+    if paper:
         results = paper_protocol(runner, args)
         print(f"\nPaper protocol (every strategy at LR {args.lr:g}): {what}")
         print(table(labels, results))
-    if args.protocol in ("fair", "both"):
-        chosen, results = fair_protocol(runner, args)
+    if fair:
+        chosen = {s: choose_lr(runner, s, args) for s in ALL}
+        runner.prefetch([(s, lr, seed) for seed in args.seeds for s, lr in chosen.items()])
+        results = {
+            s: [runner.outcome(s, lr, seed) for seed in args.seeds] for s, lr in chosen.items()
+        }
         picks = ", ".join(f"{HEADERS[s]} {lr:g}" for s, lr in chosen.items())
         print(f"\nFair protocol (LR per strategy from {args.grid} on validation: {picks}): {what}")
         print(table(labels, results))
