@@ -15,13 +15,19 @@ from torch import Tensor, nn
 
 
 @runtime_checkable
-class AnytimeNetwork(Protocol):
+class StageLabelled(Protocol):
+    """What evaluation needs beyond ``net(x)``: a label per stage output (``w1``, ``d2`` ...)."""
+
+    stage_labels: tuple[str, ...]
+
+
+@runtime_checkable
+class AnytimeNetwork(StageLabelled, Protocol):
     """An anytime network with one output per stage (see ``docs/contracts.md``)."""
 
     num_stages: int
     input_shape: tuple[int, int, int]
     num_classes: int
-    stage_labels: tuple[str, ...]
 
     def __call__(self, x: Tensor) -> list[Tensor]:
         """Joint execution: every stage's logits ``[B, classes]``."""

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nestdsl.contracts import AnytimeNetwork
+from nestdsl.contracts import StageLabelled
 
 TOP_K = 5
 
@@ -51,8 +51,8 @@ def stage_outputs(outputs: Tensor | Sequence[Tensor]) -> list[Tensor]:
 
 
 def stage_labels(net: nn.Module, n: int) -> list[str]:
-    """The contract's labels when ``net`` implements it, else ``stage1`` .. ``stageN``."""
-    if isinstance(net, AnytimeNetwork) and len(net.stage_labels) == n:
+    """The network's stage labels when it has them (one per output), else ``stage1`` …"""
+    if isinstance(net, StageLabelled) and len(net.stage_labels) == n:
         return [str(label) for label in net.stage_labels]
     return [f"stage{k}" for k in range(1, n + 1)]
 
