@@ -44,6 +44,13 @@ def known_strategies() -> tuple[str, ...]:
 
 def check_config(config: TrainConfig, num_stages: int) -> None:
     """Everything about ``config`` that can be judged from the network's stage count."""
+    if config.oracle is not None and config.standalone is not None:
+        fail(
+            "T015",
+            "--oracle and --standalone both choose the network to train; give one",
+            help="--standalone K trains D_k cut out of the nested network, --oracle K an "
+            "independent network of D_k's size",
+        )
     strategies = known_strategies()
     trains_nested = config.standalone is None and config.oracle is None
     if trains_nested and config.strategy not in strategies:
@@ -84,11 +91,4 @@ def check_config(config: TrainConfig, num_stages: int) -> None:
             "T005",
             f"--standalone {config.standalone}: the network has only {num_stages} stages",
             help=f"choose a stage in 1..{num_stages}",
-        )
-    if config.oracle is not None and config.standalone is not None:
-        fail(
-            "T015",
-            "--oracle and --standalone both choose the network to train; give one",
-            help="--standalone K trains D_k cut out of the nested network, --oracle K an "
-            "independent network of D_k's size",
         )

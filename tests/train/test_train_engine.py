@@ -223,7 +223,7 @@ def test_compiled_and_toy_networks_satisfy_the_protocol(tmp_path) -> None:
 
 def test_oracle_and_standalone_exclude_each_other(tmp_path) -> None:
     with pytest.raises(NestError) as caught:
-        train(write_tiny_spec(tmp_path), config(oracle=1, standalone=1), progress=False)
+        train(write_tiny_spec(tmp_path), config(oracle=2, standalone=2), progress=False)
     assert "[T015]" in caught.value.render()
 
 
