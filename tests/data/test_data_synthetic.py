@@ -17,6 +17,7 @@ def _stack(ds, n=None):
 def test_defaults_and_shapes():
     split = build_datasets("synthetic", (3, 7, 5))
     assert len(split.train) == 2048 and len(split.val) == len(split.test) == 512
+    assert not torch.equal(split.val[0][0], split.test[0][0])  # independent draws
     assert split.num_classes == 10 and split.name == "synthetic"
     image, label = split.train[11]
     assert image.shape == (3, 7, 5) and image.dtype == torch.float32
