@@ -1,4 +1,5 @@
-"""What every command shares: turning a NestError into diagnostics on stderr and exit 1."""
+"""What every command shares: turning a NestError (or an OS error) into diagnostics on stderr
+and exit 1, Ctrl-C into exit 130, and the SPEC argument."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from nestdsl.diagnostics import NestError
+from nestdsl.diagnostics import Diagnostic, NestError
 
 SpecArgument = Annotated[
     Path,
@@ -26,14 +27,35 @@ SpecArgument = Annotated[
 """The SPEC argument of `compile` and `draw`, validated by Typer (exit 2 when missing)."""
 
 
+INTERRUPTED = 130
+"""Exit code after Ctrl-C (128 + SIGINT), what shells report for an interrupted command."""
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Report a NestError as rendered diagnostics on stderr and exit 1 (never a traceback)."""
+    """Report a NestError as rendered diagnostics on stderr and exit 1 (never a traceback).
+
+    An OS error that no check foresaw (a disk filling up, a file vanishing) is reported the same
+    way, as E905 with the path and the system's reason.
+    """
     try:
         yield
     except NestError as error:
         typer.echo(error.render(), err=True)
         raise typer.Exit(code=1) from None
+    except OSError as error:
+        where = f"`{error.filename}`" if error.filename else "a file"
+        diagnostic = Diagnostic(
+            code="E905", message=f"cannot write {where}: {error.strerror or error}"
+        )
+        typer.echo(NestError([diagnostic]).render(), err=True)
+        raise typer.Exit(code=1) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
-        raise typer.Exit(code=130) from None
+        raise typer.Exit(code=INTERRUPTED) from None
+
+
+def warn(warnings: list[Diagnostic]) -> None:
+    """Print warnings (diagnostics of severity warning) on stderr; the command goes on."""
+    if warnings:
+        typer.echo(NestError(warnings).render(), err=True)

@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from nestdsl.cli.app import app
-from nestdsl.cli.compile_cmd import human
 from nestdsl.cost import stage_costs
+from nestdsl.glossary import human
 from nestdsl.ir import build_ir
 from nestdsl.load import load
 
@@ -45,7 +45,7 @@ def test_table() -> None:
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "network tiny: input 3×8×8, 10 classes, 3 stages" in out
-    for column in ("stage", "size", "width", "depth", "params", "anytime params", "FLOPs"):
+    for column in ("stage", "size", "width", "depth", "params", "anytime params", "MACs"):
         assert column in out
     costs = stage_costs(build_ir(load(TINY)))
     rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
@@ -87,8 +87,8 @@ def test_emit_json() -> None:
         "depth",
         "params",
         "anytime_params",
-        "flops",
-        "incremental_flops",
+        "macs",
+        "incremental_macs",
     }
 
 

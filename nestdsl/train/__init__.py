@@ -5,15 +5,35 @@
 >>> [(m.label, round(m.top1, 3)) for m in result.stages]  # doctest: +SKIP
 
 See docs/training.md ("Runs, checkpoints and resuming") for the run directory, resumption,
-devices and distributed training.
+devices and distributed training. Names are imported on first use, so that reading a
+:class:`TrainConfig` (what ``nestdsl --help`` does) does not import PyTorch.
 """
 
-from nestdsl.evaluate import StageMetrics, evaluate
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from nestdsl.train.config import TrainConfig, make_config
-from nestdsl.train.distributed import DistContext
-from nestdsl.train.engine import Phase, TrainResult, plan_phases, train
-from nestdsl.train.launch import launch
-from nestdsl.train.runs import RunDir
+
+if TYPE_CHECKING:
+    from nestdsl.evaluate import StageMetrics, evaluate
+    from nestdsl.train.distributed import DistContext
+    from nestdsl.train.engine import Phase, TrainResult, plan_phases, train
+    from nestdsl.train.launch import launch
+    from nestdsl.train.runs import RunDir
+
+_LAZY = {
+    "StageMetrics": "nestdsl.evaluate",
+    "evaluate": "nestdsl.evaluate",
+    "DistContext": "nestdsl.train.distributed",
+    "Phase": "nestdsl.train.engine",
+    "TrainResult": "nestdsl.train.engine",
+    "plan_phases": "nestdsl.train.engine",
+    "train": "nestdsl.train.engine",
+    "launch": "nestdsl.train.launch",
+    "RunDir": "nestdsl.train.runs",
+}
 
 __all__ = [
     "DistContext",
@@ -28,3 +48,9 @@ __all__ = [
     "plan_phases",
     "train",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'nestdsl.train' has no attribute {name!r}")

@@ -30,12 +30,12 @@ from nestdsl.data import build_datasets
 from nestdsl.evaluate import StageMetrics, evaluate
 from nestdsl.train import distributed
 from nestdsl.train.checks import check_config, fail
-from nestdsl.train.config import RUNTIME_FIELDS, TrainConfig
+from nestdsl.train.config import TrainConfig
 from nestdsl.train.devices import Runtime, deterministic, resolve_runtime
 from nestdsl.train.distributed import DistContext
 from nestdsl.train.loaders import EpochLoaders, seed_epoch
-from nestdsl.train.progress import TrainProgress
-from nestdsl.train.runs import RunDir, capture_rng, restore_rng
+from nestdsl.train.progress import RunPlan, TrainProgress, epoch_line
+from nestdsl.train.runs import RunDir, capture_rng, check_resumable, restore_training
 from nestdsl.train.scalars import check_log, open_scalars
 from nestdsl.train.schedules import build_optimizer, learning_rate, set_learning_rate
 from nestdsl.train.steps import StepPlan, distinct, mode_of, train_step
@@ -210,36 +210,6 @@ class _Session:
             "nestdsl_version": nestdsl.__version__,
         }
 
-    def _check_resumable(self, stored: dict[str, Any]) -> None:
-        """Refuse to continue a run with a different spec, network or learning setup (T009)."""
-        spec = stored.get("spec") or {}
-        text = spec.get("text")
-        if text is not None and self.target.spec_text not in (None, text):
-            fail(
-                "T009",
-                f"the run in {self.run_path} was trained from a different spec "
-                f"({spec.get('path')})",
-                help=f"resume with the run's own copy: --resume {self.run_path} without "
-                "SPEC, or start a new run with --out",
-            )
-        network = stored.get("network") or {}
-        if network.get("fingerprint") != fingerprint(self.model):
-            fail("T009", f"the network differs from the one trained in {self.run_path}")
-        before = stored.get("config") or {}
-        now = self.config.model_dump(mode="json")
-        changed = sorted(
-            key
-            for key in set(before) | set(now)
-            if key not in RUNTIME_FIELDS and before.get(key) != now.get(key)
-        )
-        if changed:
-            detail = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
-            fail(
-                "T009",
-                f"cannot resume {self.run_path} with a different configuration ({detail})",
-                help="only " + ", ".join(sorted(RUNTIME_FIELDS)) + " may change on resume",
-            )
-
     @property
     def run_path(self) -> Path | None:
         return self.rundir.path if self.rundir is not None else None
@@ -251,7 +221,13 @@ class _Session:
                 fail("T008", "resuming needs the run directory of the run to continue")
             return None
         if resume:
-            self._check_resumable(self.rundir.read_config())
+            check_resumable(
+                self.rundir.read_config(),
+                self.run_path,
+                self.target.spec_text,
+                fingerprint(self.model),
+                self.config,
+            )
             state = self.rundir.load_checkpoint()
             self.rundir.truncate_metrics(int(state["epochs_done"]))
             self.history = self.rundir.read_metrics()
@@ -340,15 +316,15 @@ class _Session:
         done = 0
         plan: StepPlan | None = None
         if state is not None:
-            self.model.load_state_dict(state["model"])
             done, self.step = int(state["epochs_done"]), int(state["step"])
-            if done < self.config.epochs:
-                plan = self._plan(self._phase_at(done))
-                if int(state["phase"]) == self._phase_at(done).index:
-                    plan.optimizer.load_state_dict(state["optimizer"])
-                    if plan.scaler is not None and state.get("scaler"):
-                        plan.scaler.load_state_dict(state["scaler"])
-            restore_rng(state["rng"])
+            plan = self._plan(self._phase_at(done)) if done < self.config.epochs else None
+            same_phase = plan is not None and int(state["phase"]) == self._phase_at(done).index
+            restore_training(
+                state,
+                self.model,
+                plan.optimizer if plan is not None and same_phase else None,
+                plan.scaler if plan is not None and same_phase else None,
+            )
         last: list[StageMetrics] | None = None
         scalars = open_scalars(
             self.config.log if self.context.is_main else "jsonl", self.run_path, self._labels()
@@ -356,6 +332,7 @@ class _Session:
         stop = self.config.epochs if until_epoch is None else min(until_epoch, self.config.epochs)
         try:
             with TrainProgress(self.progress) as bars:
+                bars.banner(self._plan_of_run(loaders, done))
                 bars.start_run(self.config.epochs, done)
                 for epoch in range(done, stop):
                     phase = self._phase_at(epoch)
@@ -379,6 +356,22 @@ class _Session:
             run_dir=self.run_path,
             epochs_done=max(stop, done),
             finished=finished,
+        )
+
+    def _plan_of_run(self, loaders: EpochLoaders, done: int) -> RunPlan:
+        return RunPlan(
+            spec=self.target.spec_path,
+            labels=self._labels(),
+            strategy=f"standalone D_{self.config.standalone}"
+            if self.config.standalone
+            else self.config.strategy,
+            device=str(self.runtime.device),
+            data=self.config.data,
+            train_size=len(loaders.sampler.dataset),  # type: ignore[arg-type]
+            val_size=len(loaders.val.dataset),  # type: ignore[arg-type]
+            epochs=self.config.epochs,
+            epochs_done=done,
+            run_dir=self.run_path,
         )
 
     def _phase_at(self, epoch: int) -> Phase:
@@ -423,7 +416,7 @@ class _Session:
             if self._checkpoint_due(epoch, phase):
                 self._checkpoint(epoch + 1, phase, plan)
         scalars.add(record)
-        bars.end_epoch(self._summary(record))
+        bars.end_epoch(epoch_line(record, self._labels(), self.config.epochs))
         return metrics
 
     def _title(self, epoch: int, phase: Phase) -> str:
@@ -480,20 +473,6 @@ class _Session:
             "steps": self.step,
             "time": round(seconds, 4),
         }
-
-    @staticmethod
-    def _summary(record: dict[str, Any]) -> str:
-        def joined(values: list[float | None], percent: bool) -> str:
-            shown = [
-                "-" if v is None else (f"{100 * v:.1f}%" if percent else f"{v:.3f}") for v in values
-            ]
-            return "/".join(shown)
-
-        return (
-            f"epoch {record['epoch']}: lr {record['lr']:.4g}  "
-            f"loss {joined(record['train_loss'], False)}  "
-            f"val top-1 {joined(record['val_top1'], True)}  ({record['time']:.1f}s)"
-        )
 
     def _checkpoint_due(self, epoch: int, phase: Phase) -> bool:
         done = epoch + 1

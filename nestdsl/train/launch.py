@@ -8,7 +8,6 @@ the finished run back from the run directory that rank 0 wrote.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -21,13 +20,21 @@ from torch import nn
 
 from nestdsl.ast import Spec
 from nestdsl.diagnostics import NestError
-from nestdsl.evaluate import StageMetrics
+from nestdsl.data import build_datasets
 from nestdsl.train import distributed
 from nestdsl.train.checks import check_config, fail
 from nestdsl.train.config import TrainConfig
 from nestdsl.train.devices import resolve_device
 from nestdsl.train.engine import SpecOrNet, TrainResult, materialize, train
-from nestdsl.train.runs import FINAL, RESULTS, load_tensors
+from nestdsl.train.progress import RunPlan
+from nestdsl.train.runs import (
+    FINAL,
+    RunDir,
+    check_new_run,
+    kept_only_when_started,
+    load_tensors,
+    read_results,
+)
 
 Source = Spec | str | Path | Callable[[], nn.Module]
 """What each process builds its network from: a spec, or a picklable zero-argument factory."""
@@ -76,11 +83,27 @@ def launch(
     *,
     resume: bool = False,
 ) -> TrainResult:
-    """Train with ``nproc`` local processes (gloo on CPU, NCCL on GPUs); 1 means in-process."""
+    """Train with ``nproc`` local processes (gloo on CPU, NCCL on GPUs); 1 means in-process.
+
+    A run that stops before its first checkpoint (a user error, Ctrl-C) leaves no run
+    directory behind.
+    """
     if nproc < 1:
         fail("T014", f"--nproc must be at least 1, got {nproc}")
-    if nproc == 1:
-        return train(_trainable(source, config.seed), config, run_dir, progress, resume=resume)
+    with kept_only_when_started(Path(run_dir) if run_dir is not None else None):
+        if nproc == 1:
+            return train(_trainable(source, config.seed), config, run_dir, progress, resume=resume)
+        return _spawn(nproc, source, config, run_dir, progress, resume)
+
+
+def _spawn(
+    nproc: int,
+    source: Source,
+    config: TrainConfig,
+    run_dir: str | Path | None,
+    progress: bool,
+    resume: bool,
+) -> TrainResult:
     net = materialize(_trainable(source, config.seed), config.seed).net
     check_config(config, int(getattr(net, "num_stages", 1)))
     device = resolve_device(config.device)
@@ -112,13 +135,46 @@ def _collect(net: nn.Module, config: TrainConfig, path: Path) -> TrainResult:
     if config.standalone is not None:
         net = net.subnetwork(config.standalone)  # type: ignore[operator]
     net.load_state_dict(load_tensors(path / FINAL))
-    data = json.loads((path / RESULTS).read_text(encoding="utf-8"))
-    keys = ("stage", "label", "top1", "top5", "loss", "count")
-    stages = [StageMetrics(**{k: row[k] for k in keys}) for row in data["stages"]]
+    results = read_results(path)
     return TrainResult(
         net=net,
-        stages=stages,
-        params=[row["params"] for row in data["stages"]],
+        stages=results.stages,
+        params=results.params,
         run_dir=path,
-        epochs_done=int(data["epochs"]),
+        epochs_done=results.epochs,
+    )
+
+
+def plan_run(
+    source: Source, config: TrainConfig, run_dir: Path | None, *, resume: bool = False
+) -> RunPlan:
+    """Everything a run checks before its first step, without training or writing anything.
+
+    Builds the network, checks the config against it, resolves the device, reads the data
+    and checks the run directory: what ``nestdsl train --dry-run`` prints.
+    """
+    target = materialize(_trainable(source, config.seed), config.seed)
+    net: Any = target.net
+    check_config(config, int(getattr(net, "num_stages", 1)))
+    device = resolve_device(config.device)
+    data = build_datasets(
+        config.data, tuple(getattr(net, "input_shape", ())), augment=False, seed=config.seed
+    )
+    done = 0
+    if run_dir is not None and resume:
+        done = int(RunDir(run_dir).load_checkpoint()["epochs_done"])
+    elif run_dir is not None:
+        check_new_run(run_dir)
+    labels = [str(x) for x in getattr(net, "stage_labels", range(1, net.num_stages + 1))]
+    return RunPlan(
+        spec=target.spec_path,
+        labels=[labels[config.standalone - 1]] if config.standalone else labels,
+        strategy=f"standalone D_{config.standalone}" if config.standalone else config.strategy,
+        device=str(device),
+        data=config.data,
+        train_size=len(data.train),  # type: ignore[arg-type]
+        val_size=len(data.val),  # type: ignore[arg-type]
+        epochs=config.epochs,
+        epochs_done=done,
+        run_dir=run_dir,
     )
