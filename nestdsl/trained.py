@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from nestdsl.diagnostics import Diagnostic, NestError
 from nestdsl.ir import NestIR
@@ -82,20 +82,39 @@ def load_weights(net: nn.Module, weights: Path) -> None:
     if not path.is_file():
         _no_weights(path, FINAL)
     state = load_tensors(path)
-    try:
-        net.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    notes = _mismatches(net.state_dict(), state)
+    if notes:
         raise NestError(
             [
                 Diagnostic(
                     code="E904",
                     message=f"the weights in `{path}` do not fit this spec",
                     help="export with the spec the run was trained on",
-                    notes=tuple(lines[1:3]) or tuple(lines[:1]),
+                    notes=notes,
                 )
             ]
-        ) from None
+        )
+    net.load_state_dict(state)
+
+
+def _mismatches(expected: dict[str, Any], given: object) -> tuple[str, ...]:
+    """What differs between a network's state and loaded tensors, one short note per kind."""
+    if not isinstance(given, dict):
+        return ("the file holds no state dict",)
+    groups = {
+        "missing": [k for k in expected if k not in given],
+        "unexpected": [k for k in given if k not in expected],
+        "of another shape": [
+            k
+            for k in expected
+            if k in given and tuple(getattr(given[k], "shape", ())) != tuple(expected[k].shape)
+        ],
+    }
+    return tuple(
+        f"{len(keys)} tensor{'s' if len(keys) != 1 else ''} {kind}, e.g. `{keys[0]}`"
+        for kind, keys in groups.items()
+        if keys
+    )
 
 
 def export_program(ir: NestIR, stage: int, path: Path, weights: Path | None) -> None:
