@@ -4,6 +4,6 @@ This is what torchrun starts: ``torchrun --nproc-per-node N -m nestdsl.cli train
 runs N copies of `nestdsl train`, each reading its rank from the environment torchrun sets.
 """
 
-from nestdsl.cli.app import main
+from nestdsl.cli.entry import main
 
 main()

@@ -7,14 +7,12 @@ Command modules import PyTorch only inside the commands that run a network, so `
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
 
 from nestdsl import __version__
 from nestdsl.cli import compile_cmd, draw_cmd, strategies_cmd, train_cmd
-from nestdsl.cli.common import INTERRUPTED
 
 EXAMPLES = """\b
 Examples:
@@ -55,11 +53,3 @@ def _options(
 ) -> None:
     """Compile, train and draw anytime neural networks written as `.nest` specs."""
 
-
-def main() -> None:
-    """Console-script entry point; Ctrl-C at any moment exits 130 without a traceback."""
-    try:
-        app()
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(INTERRUPTED)

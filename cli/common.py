@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from nestdsl.cli.entry import INTERRUPTED
 from nestdsl.diagnostics import Diagnostic, NestError
 
 SpecArgument = Annotated[
@@ -27,8 +28,6 @@ SpecArgument = Annotated[
 """The SPEC argument of `compile` and `draw`, validated by Typer (exit 2 when missing)."""
 
 
-INTERRUPTED = 130
-"""Exit code after Ctrl-C (128 + SIGINT), what shells report for an interrupted command."""
 
 
 @contextmanager
