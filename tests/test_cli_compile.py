@@ -208,3 +208,31 @@ def test_subprocess(tmp_path: Path) -> None:
         [exe, "compile", str(tmp_path / "nope.nest")], capture_output=True, text=True, check=False
     )
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-o", "nodir/table.txt"], "the folder `nodir` does not exist"),
+        (["--emit", "json", "-o", "nodir/x.json"], "the folder `nodir` does not exist"),
+        (["-o", "/proc/table.txt"], "cannot write `/proc/table.txt`"),
+        (["--emit", "export", "-o", "/proc/x.pt2"], "cannot write `/proc/x.pt2`"),
+        (["-o", "."], "it is a folder"),
+    ],
+)
+def test_unwritable_output_is_a_diagnostic(args, message, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["compile", str(TINY), *args])
+    assert result.exit_code == 1, result.output
+    assert "error[E905]" in result.stderr and message in result.stderr
+    assert "Traceback" not in result.output and list(tmp_path.iterdir()) == []
+
+
+def test_spec_saved_by_notepad_loads(tmp_path: Path) -> None:
+    """UTF-8 with a byte-order mark and CRLF line ends (Windows Notepad)."""
+    spec = tmp_path / "notepad.nest"
+    text = TINY.read_text(encoding="utf-8").replace("\n", "\r\n")
+    spec.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    result = runner.invoke(app, ["compile", str(spec)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == runner.invoke(app, ["compile", str(TINY)]).stdout
