@@ -3,6 +3,7 @@ and exit 1, Ctrl-C into exit 130, and the SPEC argument."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,3 +59,20 @@ def warn(warnings: list[Diagnostic]) -> None:
     """Print warnings (diagnostics of severity warning) on stderr; the command goes on."""
     if warnings:
         typer.echo(NestError(warnings).render(), err=True)
+
+
+def import_torch() -> None:
+    """Import PyTorch with Ctrl-C held back until its native start-up is over.
+
+    A SIGINT that lands inside PyTorch's C++ initialisation can abort the process (exit by
+    SIGABRT, no message); blocked for that moment, it is delivered right after the import and
+    ends the command like any other Ctrl-C (exit 130).
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+        import torch  # noqa: F401
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        import torch  # noqa: F401
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

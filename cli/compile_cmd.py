@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nestdsl import glossary
-from nestdsl.cli.common import SpecArgument, user_errors
+from nestdsl.cli.common import SpecArgument, import_torch, user_errors
 from nestdsl.files import check_output, write_text
 from nestdsl.glossary import human
 
@@ -255,7 +255,8 @@ def compile_command(
                 param_hint="'--stage'",
             )
         with user_errors():
-            from nestdsl.trained import export_program  # imports torch: only when exporting
+            import_torch()  # only when exporting
+            from nestdsl.trained import export_program
 
             export_program(compiled.ir, chosen, output, weights)
         label = compiled.ir.stage_labels[chosen - 1]

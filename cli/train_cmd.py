@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 import typer
 from pydantic.fields import FieldInfo
 
-from nestdsl.cli.common import INTERRUPTED, user_errors, warn
+from nestdsl.cli.common import INTERRUPTED, import_torch, user_errors, warn
 from nestdsl.diagnostics import Diagnostic, NestError
 from nestdsl.train.config import TrainConfig, unused_options
 
@@ -165,6 +165,7 @@ def train(
 ) -> None:
     """Train SPEC with a gradient strategy and print a per-stage results table."""
     with user_errors():
+        import_torch()
         from nestdsl.train.runs import request_run
 
         given = {name: _value(name, value) for name, value in options.items() if value is not None}
