@@ -52,4 +52,3 @@ def _options(
     ] = False,
 ) -> None:
     """Compile, train and draw anytime neural networks written as `.nest` specs."""
-

@@ -29,8 +29,6 @@ SpecArgument = Annotated[
 """The SPEC argument of `compile` and `draw`, validated by Typer (exit 2 when missing)."""
 
 
-
-
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Report a NestError as rendered diagnostics on stderr and exit 1 (never a traceback).
@@ -69,7 +67,8 @@ def import_torch() -> None:
     ends the command like any other Ctrl-C (exit 130).
     """
     if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
-        import torch  # noqa: F401
+        import torch
+
         return
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:

@@ -49,7 +49,8 @@ def draw_command(
         typer.Option(
             "--title",
             metavar="TEXT",
-            help="Diagram title (default: network name and stages).", show_default=False
+            help="Diagram title (default: network name and stages).",
+            show_default=False,
         ),
     ] = None,
 ) -> None:

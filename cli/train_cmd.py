@@ -134,8 +134,7 @@ def train(
             "--out",
             "-o",
             metavar="DIR",
-            help="Run directory to create: new or empty (default: "
-            "runs/<spec>-<strategy>-<time>).",
+            help="Run directory to create: new or empty (default: runs/<spec>-<strategy>-<time>).",
             show_default=False,
         ),
     ] = None,
@@ -147,9 +146,7 @@ def train(
             show_default=False,
         ),
     ] = None,
-    nproc: Annotated[
-        int, Opt(min=1, metavar="N", help="Local processes (torch.distributed).")
-    ] = 1,
+    nproc: Annotated[int, Opt(min=1, metavar="N", help="Local processes (torch.distributed).")] = 1,
     dry_run: Annotated[
         bool,
         Opt(
@@ -160,7 +157,9 @@ def train(
     json_output: Annotated[
         bool, Opt("--json", help="Print the results as JSON on stdout instead of a table.")
     ] = False,
-    quiet: Annotated[bool, Opt("--quiet", "-q", help="No banner, progress or epoch lines.")] = False,
+    quiet: Annotated[
+        bool, Opt("--quiet", "-q", help="No banner, progress or epoch lines.")
+    ] = False,
     **options: Any,
 ) -> None:
     """Train SPEC with a gradient strategy and print a per-stage results table."""
@@ -172,7 +171,9 @@ def train(
         request = request_run(spec, given, out=out, resume=resume)
         warn(unused_options(request.config, set(given)))
         if request.finished:
-            typer.echo(f"note: {request.run_dir} has finished all its epochs; its results:", err=True)
+            typer.echo(
+                f"note: {request.run_dir} has finished all its epochs; its results:", err=True
+            )
         if dry_run:
             _dry_run(request)
             return
@@ -254,4 +255,3 @@ def _with_config_options(command: Any) -> Any:
 def register(app: typer.Typer) -> None:
     """Add the `train` command to the nestdsl application."""
     app.command("train", epilog=EXAMPLES)(_with_config_options(train))
-

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from nestdsl.ast import Spec
+    from nestdsl.compiler import NestedNet, Standalone, compile
     from nestdsl.cost import StageCost, stage_costs
     from nestdsl.diagnostics import Diagnostic, NestError, Span
     from nestdsl.ir import NestIR, build_ir, dump_ir
     from nestdsl.load import load, loads
-    from nestdsl.compiler import NestedNet, Standalone, compile
     from nestdsl.trained import TrainedRun, load_run
 
 _LAZY = {

@@ -17,7 +17,9 @@ from nestdsl.diagnostics import Diagnostic, NestError
 
 def cannot_write(path: Path, reason: str, help: str | None = None) -> NoReturn:
     """Raise the E905 diagnostic for an output that cannot be written."""
-    raise NestError([Diagnostic(code="E905", message=f"cannot write `{path}`: {reason}", help=help)])
+    raise NestError(
+        [Diagnostic(code="E905", message=f"cannot write `{path}`: {reason}", help=help)]
+    )
 
 
 def check_output(path: Path) -> None:

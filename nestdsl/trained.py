@@ -63,8 +63,7 @@ def _no_weights(path: Path, final: str) -> NoReturn:
             Diagnostic(
                 code="E904",
                 message=f"no weights at `{path}`",
-                help=f"give a finished run directory (holding `{final}`) or a "
-                "state-dict file",
+                help=f"give a finished run directory (holding `{final}`) or a state-dict file",
             )
         ]
     )

@@ -53,7 +53,7 @@ def test_ctrl_c_during_start_up(tmp_path: Path, delay: float) -> None:
     spec = write_tiny_spec(tmp_path)
     process = _start("train", spec, "--data", "synthetic:64", "--out", str(tmp_path / "run"))
     time.sleep(delay)
-    out, err = _interrupt(process)
+    _, err = _interrupt(process)
     if process.returncode == 0:
         pytest.skip("the run finished before the signal came")
     assert process.returncode == 130, err
@@ -67,7 +67,7 @@ def test_ctrl_c_mid_training_names_the_run_and_the_resume_command(tmp_path: Path
     options = ["--data", "synthetic:2048", "--epochs", "50", "--batch-size", "16", "-q"]
     process = _start("train", spec, *options, "--device", "cpu", "--out", str(run))
     _wait_for(run / "checkpoint.pt", process)
-    out, err = _interrupt(process)
+    _, err = _interrupt(process)
     assert process.returncode == 130, err
     assert "Traceback" not in err
     assert f"run dir: {run}" in err
@@ -80,7 +80,7 @@ def test_ctrl_c_before_the_first_checkpoint_keeps_nothing(tmp_path: Path) -> Non
     options = ["--data", "synthetic:20000", "--batch-size", "8", "--device", "cpu"]
     process = _start("train", spec, *options, "--out", str(run))
     _wait_for(run / "config.json", process)
-    out, err = _interrupt(process)
+    _, err = _interrupt(process)
     assert process.returncode == 130, err
     assert "Traceback" not in err and "no run directory was kept" in err
     assert not run.exists()

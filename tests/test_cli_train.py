@@ -182,7 +182,11 @@ def test_banner_and_labelled_epoch_lines(app, spec, tmp_path) -> None:
     out = tmp_path / "run"
     result = run(app, spec, *FAST, "--out", str(out))
     assert result.exit_code == 0, result.output
-    for line in ("stages    3: w1 w2 w4", "data      synthetic:128: 128 training", f"run dir   {out}"):
+    for line in (
+        "stages    3: w1 w2 w4",
+        "data      synthetic:128: 128 training",
+        f"run dir   {out}",
+    ):
         assert line in result.stderr
     assert result.stderr.index("stages") < result.stderr.index("epoch 1/2")
     epoch = next(line for line in result.stderr.splitlines() if line.startswith("epoch 2/2"))

@@ -196,7 +196,9 @@ def _check_output(where: str, command: str, shown: list[str], code: int, printed
     assert (code != 0) == fails, f"{where}: `{command}` exited {code}:\n{printed}"
     actual = {line.rstrip() for line in printed.splitlines()}
     for line in expected:
-        assert line in actual, f"{where}: `{command}` did not print\n  {line}\nit printed:\n{printed}"
+        assert line in actual, (
+            f"{where}: `{command}` did not print\n  {line}\nit printed:\n{printed}"
+        )
 
 
 def _prepare(block: Block, workspace: Path) -> dict[str, Any]:
@@ -269,4 +271,3 @@ def test_json_blocks_parse() -> None:
         for block in blocks(document):
             if block.kind == "json":
                 json.loads(block.text)
-

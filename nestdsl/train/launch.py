@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from nestdsl.ast import Spec
-from nestdsl.diagnostics import NestError
 from nestdsl.data import build_datasets
+from nestdsl.diagnostics import NestError
 from nestdsl.train import distributed
 from nestdsl.train.checks import check_config, fail
 from nestdsl.train.config import TrainConfig
