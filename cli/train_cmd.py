@@ -14,14 +14,18 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from pydantic.fields import FieldInfo
 
 from nestdsl.cli.common import INTERRUPTED, import_torch, user_errors, warn
-from nestdsl.diagnostics import Diagnostic, NestError
+from nestdsl.train.checks import fail
 from nestdsl.train.config import TrainConfig, unused_options
+
+if TYPE_CHECKING:
+    from nestdsl.train.engine import TrainResult
+    from nestdsl.train.runs import RunRequest
 
 EXAMPLES = """\b
 Examples:
@@ -105,14 +109,7 @@ def _value(name: str, value: object) -> object:
         return [kind(item) for item in items]
     except ValueError:
         noun = "integers" if kind is int else "numbers"
-        raise NestError(
-            [
-                Diagnostic(
-                    code="T001",
-                    message=f"{_flag(name)} expects comma-separated {noun}, got `{value}`",
-                )
-            ]
-        ) from None
+        fail("T001", f"{_flag(name)} expects comma-separated {noun}, got `{value}`")
 
 
 def train(
@@ -180,7 +177,7 @@ def train(
         _run(request, nproc, quiet, json_output)
 
 
-def _dry_run(request: Any) -> None:
+def _dry_run(request: RunRequest) -> None:
     from nestdsl.train.launch import plan_run
 
     plan = plan_run(request.spec, request.config, request.run_dir, resume=request.resume)
@@ -188,7 +185,7 @@ def _dry_run(request: Any) -> None:
     typer.echo("dry run: nothing trained, nothing written")
 
 
-def _run(request: Any, nproc: int, quiet: bool, json_output: bool) -> None:
+def _run(request: RunRequest, nproc: int, quiet: bool, json_output: bool) -> None:
     from nestdsl.train import distributed
     from nestdsl.train.launch import launch
     from nestdsl.train.runs import RESULTS, resume_hint
@@ -214,7 +211,7 @@ def _run(request: Any, nproc: int, quiet: bool, json_output: bool) -> None:
     _print_table(result, standalone=request.config.standalone is not None)
 
 
-def _print_table(result: Any, *, standalone: bool) -> None:
+def _print_table(result: TrainResult, *, standalone: bool) -> None:
     """Per-stage table on stdout; counts in the same format as `compile`'s table."""
     from rich.console import Console
     from rich.table import Table

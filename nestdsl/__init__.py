@@ -8,10 +8,9 @@ nested units) → ``compiler`` (PyTorch module) → ``optim`` / ``train`` / ``ev
 
 from __future__ import annotations
 
-import sys
-from importlib import import_module
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from nestdsl.lazy import lazy_names
 
 if TYPE_CHECKING:
     from nestdsl.ast import Spec
@@ -26,6 +25,7 @@ _LAZY = {
     "Spec": "nestdsl.ast",
     "StageCost": "nestdsl.cost",
     "stage_costs": "nestdsl.cost",
+    "load": "nestdsl.load",
     "Diagnostic": "nestdsl.diagnostics",
     "NestError": "nestdsl.diagnostics",
     "Span": "nestdsl.diagnostics",
@@ -61,31 +61,4 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'nestdsl' has no attribute {name!r}")
-
-
-class _Package(ModuleType):
-    """The package's module type: ``nestdsl.load`` stays the function.
-
-    Importing the submodule ``nestdsl.load`` binds the module to the package attribute of the
-    same name; this property (a data descriptor, so it wins over that binding) keeps the public
-    name pointing at the function however the import order went.
-    """
-
-    @property
-    def load(self) -> Any:
-        from nestdsl.load import load
-
-        return load
-
-    @load.setter
-    def load(self, value: object) -> None:
-        """Ignore the import system binding the submodule here (see the class docstring)."""
-
-
-sys.modules[__name__].__class__ = _Package
+lazy_names(__name__, _LAZY)

@@ -23,6 +23,7 @@ Commands that cannot run on a test machine are listed in :data:`NOT_RUN` with th
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import shlex
@@ -150,8 +151,8 @@ def _capped(train: Callable[..., Any]) -> Callable[..., Any]:
 
 @pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    from nestdsl.train import engine, launch
-
+    engine = importlib.import_module("nestdsl.train.engine")
+    launch = importlib.import_module("nestdsl.train.launch")  # the module, not the function
     (tmp_path / "specs").symlink_to(ROOT / "specs")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -249,7 +250,6 @@ def test_every_block_has_a_known_kind() -> None:
 def test_module_doctests(workspace: Path) -> None:
     """The examples in docstrings run (``python -m doctest`` on every module that has one)."""
     import doctest
-    import importlib
 
     modules = sorted(
         path

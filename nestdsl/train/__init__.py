@@ -11,9 +11,9 @@ devices and distributed training. Names are imported on first use, so that readi
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from nestdsl.lazy import lazy_names
 from nestdsl.train.config import TrainConfig, make_config
 
 if TYPE_CHECKING:
@@ -50,7 +50,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'nestdsl.train' has no attribute {name!r}")
+lazy_names(__name__, _LAZY)

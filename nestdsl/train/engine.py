@@ -35,7 +35,13 @@ from nestdsl.train.devices import Runtime, deterministic, resolve_runtime
 from nestdsl.train.distributed import DistContext
 from nestdsl.train.loaders import EpochLoaders, seed_epoch
 from nestdsl.train.progress import RunPlan, TrainProgress, epoch_line
-from nestdsl.train.runs import RunDir, capture_rng, check_resumable, restore_training
+from nestdsl.train.runs import (
+    RunDir,
+    capture_rng,
+    check_resumable,
+    params_key,
+    restore_training,
+)
 from nestdsl.train.scalars import check_log, open_scalars
 from nestdsl.train.schedules import build_optimizer, learning_rate, set_learning_rate
 from nestdsl.train.steps import StepPlan, distinct, mode_of, train_step
@@ -511,7 +517,7 @@ class _Session:
                 "epochs": self.config.epochs,
                 "data": self.config.data,
                 "stages": [
-                    {**m.as_dict(), "params": params[i] if i < len(params) else None}
+                    {**m.as_dict(), params_key(self.config): params[i] if i < len(params) else None}
                     for i, m in enumerate(stages)
                 ],
             }

@@ -121,6 +121,8 @@ def _spawn(
             help=f"use a batch size divisible by {nproc} (it is the global batch)",
         )
     path = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="nestdsl-"))
+    if not resume and run_dir is not None:
+        check_new_run(path)  # once, here: each rank's own check would race rank 0's files
     try:
         distributed.spawn(
             nproc, _worker, (source, config.model_dump(mode="json"), str(path), progress, resume)

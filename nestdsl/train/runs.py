@@ -134,9 +134,12 @@ class RunDir:
         return self.file(CHECKPOINT).is_file()
 
     def create(self) -> None:
-        """Make the directory for a new run after :func:`check_new_run` accepts it."""
-        check_new_run(self.path)
+        """Make the directory for a new run after :func:`check_new_run` accepts it.
+
+        Only the writing process checks: the others would find rank 0's first files there.
+        """
         if self.writer:
+            check_new_run(self.path)
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
             except OSError as error:
@@ -458,9 +461,16 @@ def restore_training(
     restore_rng(state["rng"])
 
 
+def params_key(config: TrainConfig) -> str:
+    """The results' name for a stage's size, as the glossary defines the words: a nested run
+    reports its anytime params (stages 1..k with their heads), a standalone one D_K's params."""
+    return "params" if config.standalone is not None else "anytime_params"
+
+
 @dataclass(frozen=True)
 class RunResults:
-    """A finished run's ``results.json``: the last validation and parameter count per stage."""
+    """A finished run's ``results.json``: the last validation and parameter count per stage
+    (anytime params for a nested run, params for a standalone one; see :func:`params_key`)."""
 
     strategy: str
     standalone: int | None
@@ -484,5 +494,5 @@ def read_results(path: Path) -> RunResults:
         epochs=int(data["epochs"]),
         data=str(data["data"]),
         stages=[StageMetrics(**{k: row[k] for k in keys}) for row in data["stages"]],
-        params=[int(row["params"]) for row in data["stages"]],
+        params=[int(row.get("anytime_params", row.get("params"))) for row in data["stages"]],
     )
