@@ -34,7 +34,7 @@ from nestdsl.train.config import TrainConfig
 from nestdsl.train.devices import Runtime, deterministic, resolve_runtime
 from nestdsl.train.distributed import DistContext
 from nestdsl.train.loaders import EpochLoaders, seed_epoch
-from nestdsl.train.progress import RunPlan, TrainProgress, epoch_line
+from nestdsl.train.progress import RunPlan, TrainProgress, epoch_line, strategy_text
 from nestdsl.train.runs import (
     RunDir,
     capture_rng,
@@ -368,9 +368,7 @@ class _Session:
         return RunPlan(
             spec=self.target.spec_path,
             labels=self._labels(),
-            strategy=f"standalone D_{self.config.standalone}"
-            if self.config.standalone
-            else self.config.strategy,
+            strategy=strategy_text(self.config),
             device=str(self.runtime.device),
             data=self.config.data,
             train_size=len(loaders.sampler.dataset),  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ from nestdsl.train.checks import check_config, fail
 from nestdsl.train.config import TrainConfig
 from nestdsl.train.devices import resolve_device
 from nestdsl.train.engine import SpecOrNet, TrainResult, materialize, train
-from nestdsl.train.progress import RunPlan
+from nestdsl.train.progress import RunPlan, strategy_text
 from nestdsl.train.runs import (
     FINAL,
     RunDir,
@@ -171,7 +171,7 @@ def plan_run(
     return RunPlan(
         spec=target.spec_path,
         labels=[labels[config.standalone - 1]] if config.standalone else labels,
-        strategy=f"standalone D_{config.standalone}" if config.standalone else config.strategy,
+        strategy=strategy_text(config),
         device=str(device),
         data=config.data,
         train_size=len(data.train),  # type: ignore[arg-type]

@@ -23,6 +23,13 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from nestdsl.train.config import TrainConfig
+
+
+def strategy_text(config: TrainConfig) -> str:
+    """What trains, in the banner's words: the strategy, or the standalone network."""
+    return f"standalone D_{config.standalone}" if config.standalone else config.strategy
+
 
 @dataclass(frozen=True)
 class RunPlan:
