@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -70,7 +71,12 @@ def test_shell_completion_is_offered() -> None:
     assert "--install-completion" in result.output and "--show-completion" in result.output
 
 
-@pytest.mark.parametrize("args", [["--help"], ["compile", "--help"], ["draw", "--help"]])
+SPEC = str(Path(__file__).resolve().parent.parent / "specs" / "digits_width.nest")
+
+
+@pytest.mark.parametrize(
+    "args", [["--help"], ["compile", "--help"], ["draw", "--help"], ["compile", SPEC]]
+)
 def test_help_does_not_import_torch(args: list[str]) -> None:
     """What keeps `nestdsl --help` fast: PyTorch is imported only by commands that run it."""
     code = (
