@@ -272,3 +272,14 @@ def test_resume_of_a_finished_run_says_so(app, spec, tmp_path) -> None:
     again = run(app, "--resume", str(out), "-q")
     assert again.exit_code == 0
     assert "has finished all its epochs" in again.stderr and "w4" in again.stdout
+
+
+def test_default_run_dirs_of_the_same_second_differ(app, spec, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("time.strftime", lambda _: "20260101-000000")
+    for _ in range(2):
+        assert run(app, spec, *FAST, "-q").exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        "tiny-osgd-20260101-000000",
+        "tiny-osgd-20260101-000000-2",
+    ]

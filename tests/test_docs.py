@@ -17,7 +17,8 @@ Blocks are taken by their info string:
 
 Each document runs in its own scratch folder holding the repository's specs. The check mode
 keeps it quick without changing what a command means: a training run keeps its options but
-trains at most 3 epochs, and the bundled digits become 64 synthetic images of the same shape.
+trains one epoch (greedy: up to 3, one per stage of the shipped digits specs), and the bundled
+digits become 64 synthetic images of the same shape.
 Commands that cannot run on a test machine are listed in :data:`NOT_RUN` with the reason.
 """
 
@@ -143,7 +144,8 @@ def _capped(train: Callable[..., Any]) -> Callable[..., Any]:
 
         config = config or TrainConfig()
         data = CHECK_DATA if config.data == "digits" else config.data
-        update = {"epochs": min(config.epochs, CHECK_EPOCHS), "data": data}
+        cap = CHECK_EPOCHS if config.strategy == "greedy" else 1  # greedy: one per stage
+        update = {"epochs": min(config.epochs, cap), "data": data}
         return train(source, config.model_copy(update=update), *args, **kwargs)
 
     return run

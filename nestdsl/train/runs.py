@@ -344,9 +344,15 @@ def resume_hint(path: Path) -> str:
 
 
 def default_run_dir(spec: Path, strategy: str) -> Path:
-    """``runs/<spec>-<strategy>-<timestamp>``: unique per second, sortable by start time."""
+    """``runs/<spec>-<strategy>-<timestamp>``, sortable by start time; a second run started in
+    the same second gets ``-2``, ``-3`` … rather than being refused as an existing run."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{spec.stem}-{strategy.replace(':', '-')}-{stamp}"
+    base = Path("runs") / f"{spec.stem}-{strategy.replace(':', '-')}-{stamp}"
+    candidate, number = base, 1
+    while candidate.exists():
+        number += 1
+        candidate = base.with_name(f"{base.name}-{number}")
+    return candidate
 
 
 @dataclass(frozen=True)
