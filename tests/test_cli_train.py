@@ -229,6 +229,8 @@ def test_dry_run_checks_and_writes_nothing(app, spec, tmp_path) -> None:
     assert "nothing trained" in result.stdout and not out.exists()
     bad = run(app, spec, *FAST, "--data", "mnist", "--dry-run")
     assert bad.exit_code == 1 and "unknown data source" in bad.stderr
+    unfit = run(app, spec, *FAST, "--data", "synthetic:64:5", "--dry-run")
+    assert unfit.exit_code == 1 and "T011" in unfit.stderr
 
 
 def test_json_results_on_stdout(app, spec, tmp_path) -> None:

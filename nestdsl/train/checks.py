@@ -14,10 +14,13 @@ package missing, T013 too few epochs for greedy, T014 distributed setup.
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from nestdsl.diagnostics import Diagnostic, NestError, did_you_mean
 from nestdsl.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from nestdsl.data import DataSplit
 
 MTL_PREFIX = "mtl:"
 
@@ -82,4 +85,15 @@ def check_config(config: TrainConfig, num_stages: int) -> None:
             f"greedy training splits the {config.epochs} epochs over {num_stages} stages; "
             "every stage needs at least one",
             help=f"use --epochs {num_stages} or more",
+        )
+
+
+def check_classes(data: DataSplit, classes: int) -> None:
+    """The network must predict as many classes as the data source has (T011)."""
+    if classes != data.num_classes:
+        fail(
+            "T011",
+            f"data source `{data.name}` has {data.num_classes} classes but the network "
+            f"predicts {classes}",
+            help=f"set the spec's head to {data.num_classes} classes",
         )

@@ -29,7 +29,7 @@ from nestdsl.ast import Spec
 from nestdsl.data import build_datasets
 from nestdsl.evaluate import StageMetrics, evaluate
 from nestdsl.train import distributed
-from nestdsl.train.checks import check_config, fail
+from nestdsl.train.checks import check_classes, check_config, fail
 from nestdsl.train.config import TrainConfig
 from nestdsl.train.devices import Runtime, deterministic, resolve_runtime
 from nestdsl.train.distributed import DistContext
@@ -291,14 +291,7 @@ class _Session:
         data = build_datasets(
             self.config.data, shape, augment=self.config.augment, seed=self.config.seed
         )
-        classes = getattr(self.net, "num_classes", data.num_classes)
-        if classes != data.num_classes:
-            fail(
-                "T011",
-                f"data source `{data.name}` has {data.num_classes} classes but the network "
-                f"predicts {classes}",
-                help=f"set the spec's head to {data.num_classes} classes",
-            )
+        check_classes(data, getattr(self.net, "num_classes", data.num_classes))
         return EpochLoaders(
             data.train,
             data.val,

@@ -22,7 +22,7 @@ from nestdsl.ast import Spec
 from nestdsl.data import build_datasets
 from nestdsl.diagnostics import NestError
 from nestdsl.train import distributed
-from nestdsl.train.checks import check_config, fail
+from nestdsl.train.checks import check_classes, check_config, fail
 from nestdsl.train.config import TrainConfig
 from nestdsl.train.devices import resolve_device
 from nestdsl.train.engine import SpecOrNet, TrainResult, materialize, train
@@ -162,6 +162,7 @@ def plan_run(
     data = build_datasets(
         config.data, tuple(getattr(net, "input_shape", ())), augment=False, seed=config.seed
     )
+    check_classes(data, getattr(net, "num_classes", data.num_classes))
     done = 0
     if run_dir is not None and resume:
         done = int(RunDir(run_dir).load_checkpoint()["epochs_done"])
