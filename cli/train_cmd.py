@@ -160,6 +160,8 @@ def train(
     **options: Any,
 ) -> None:
     """Train SPEC with a gradient strategy and print a per-stage results table."""
+    if spec is None and resume is None:
+        raise typer.BadParameter("give the spec to train, or --resume RUN_DIR", param_hint="SPEC")
     with user_errors():
         import_torch()
         from nestdsl.train.runs import request_run

@@ -285,3 +285,8 @@ def test_default_run_dirs_of_the_same_second_differ(app, spec, tmp_path, monkeyp
         "tiny-osgd-20260101-000000",
         "tiny-osgd-20260101-000000-2",
     ]
+
+
+def test_neither_spec_nor_resume_is_a_usage_error(app) -> None:
+    result = run(app, "--epochs", "1")
+    assert result.exit_code == 2 and "--resume" in result.output
