@@ -1,4 +1,9 @@
-"""The `nestdsl` Typer application: one module per command, registered here."""
+"""The `nestdsl` Typer application: one module per command, registered here.
+
+Command modules import PyTorch only inside the commands that run a network, so ``nestdsl
+--help``, ``compile`` and ``draw`` start without it. Help is click's plain formatter
+(``rich_markup_mode=None``): at 80 columns it keeps option descriptions on readable lines.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,27 @@ from typing import Annotated
 import typer
 
 from nestdsl import __version__
-from nestdsl.cli import compile_cmd, draw_cmd, train_cmd
+from nestdsl.cli import compile_cmd, draw_cmd, strategies_cmd, train_cmd
+
+EXAMPLES = """\b
+Examples:
+  nestdsl compile specs/digits_width.nest
+  nestdsl train specs/digits_width.nest --epochs 15 --out runs/dw
+  nestdsl draw specs/digits_width_depth.nest -o arch.svg
+  nestdsl COMMAND --help
+"""
 
 app = typer.Typer(
     name="nestdsl",
     help="Compile, train and draw anytime neural networks written as `.nest` specs.",
+    epilog=EXAMPLES,
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 100},
 )
 
-for command in (compile_cmd, train_cmd, draw_cmd):
+for command in (compile_cmd, train_cmd, draw_cmd, strategies_cmd):
     command.register(app)
 
 
@@ -37,8 +52,3 @@ def _options(
     ] = False,
 ) -> None:
     """Compile, train and draw anytime neural networks written as `.nest` specs."""
-
-
-def main() -> None:
-    """Console-script entry point."""
-    app()

@@ -1,6 +1,6 @@
 """`nestdsl compile SPEC`: check a spec and report, per stage, what nesting costs.
 
-The default artifact is a per-stage table (sizes, parameters, FLOPs) because that is what a
+The default artifact is a per-stage table (sizes, parameters, MACs) because that is what a
 user designing a schedule iterates on; ``--emit`` switches to other artifacts (the IR dump,
 machine-readable JSON, a ``torch.export`` program of one stage). Artifacts go to stdout or
 ``-o FILE``; diagnostics and "wrote ..." notices go to stderr so pipes stay clean.
@@ -21,24 +21,25 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from nestdsl.ast import Spec
-from nestdsl.cli.common import SpecArgument, user_errors
-from nestdsl.cost import StageCost, stage_costs
-from nestdsl.diagnostics import Diagnostic, NestError
-from nestdsl.ir import NestIR, build_ir, dump_ir
-from nestdsl.load import load
-from nestdsl.oracle import oracle as oracle_of
-from nestdsl.oracle import oracle_cost
-from nestdsl.schedule import StagePlan, expand
+from nestdsl import glossary
+from nestdsl.cli.common import SpecArgument, import_torch, user_errors
+from nestdsl.files import check_output, write_text
+from nestdsl.glossary import human
 
 if TYPE_CHECKING:
-    import torch
+    from nestdsl.ast import Spec
+    from nestdsl.cost import StageCost
+    from nestdsl.ir import NestIR
+    from nestdsl.schedule import StagePlan
 
-FOOTNOTE = (
-    "FLOPs count multiply-accumulates (MACs) of convolutions and classifiers, one input.",
-    "params: D_k deployed alone, with its own head; anytime params: the nested network up to",
-    "stage k with heads 1..k; incr. FLOPs: what stage k adds when run after stages 1..k-1.",
-)
+FOOTNOTE = (glossary.PARAMS, glossary.ANYTIME_PARAMS, glossary.MACS, glossary.INCREMENTAL_MACS)
+
+EXAMPLES = """\b
+Examples:
+  nestdsl compile specs/digits_width.nest
+  nestdsl compile specs/digits_width.nest --emit json -o costs.json
+  nestdsl compile specs/digits_width.nest -e export -k 2 -o d2.pt2 -w runs/dw
+"""
 
 
 class Emit(str, Enum):
@@ -67,8 +68,8 @@ class StageRow:
             "depth": self.depth,
             "params": self.cost.params,
             "anytime_params": self.cost.anytime_params,
-            "flops": self.cost.flops,
-            "incremental_flops": self.cost.incremental_flops,
+            "macs": self.cost.flops,
+            "incremental_macs": self.cost.incremental_flops,
         }
 
 
@@ -81,6 +82,8 @@ class Compiled:
     plan: StagePlan
 
     def rows(self) -> list[StageRow]:
+        from nestdsl.cost import stage_costs
+
         return [
             StageRow(
                 cost, _relative_width(self.plan, cost.stage), _relative_depth(self.plan, cost.stage)
@@ -102,19 +105,6 @@ def _relative_depth(plan: StagePlan, stage: int) -> int:
     return int(2 ** (plan.level_of_stage(stage) - 1))
 
 
-def human(count: int) -> str:
-    """Three significant digits with an SI suffix: 950, 1.23K, 35.7M, 4.09G."""
-    value, suffixes = float(count), ["", "K", "M", "G", "T", "P"]
-    index = 0
-    while abs(value) >= 999.5 and index < len(suffixes) - 1:
-        value /= 1000
-        index += 1
-    if index == 0:
-        return str(count)
-    decimals = 2 if abs(value) < 9.995 else 1 if abs(value) < 99.95 else 0
-    return f"{value:.{decimals}f}{suffixes[index]}"
-
-
 def _header(compiled: Compiled) -> str:
     ir = compiled.ir
     shape = "×".join(str(d) for d in ir.input_shape)
@@ -131,7 +121,7 @@ def _table(compiled: Compiled) -> Table:
     )
     for name in ("stage", "size", "width", "depth"):
         table.add_column(name, justify="left" if name == "size" else "right")
-    for name in ("params", "anytime params", "FLOPs", "incr. FLOPs"):
+    for name in ("params", "anytime params", "MACs", "incr. MACs"):
         table.add_column(name, justify="right")
     for row in compiled.rows():
         cost = row.cost
@@ -159,6 +149,8 @@ def emit_table(compiled: Compiled) -> str:
 
 
 def emit_ir(compiled: Compiled) -> str:
+    from nestdsl.ir import dump_ir
+
     return dump_ir(compiled.ir)
 
 
@@ -168,7 +160,6 @@ def emit_json(compiled: Compiled) -> str:
         "network": ir.name,
         "input_shape": list(ir.input_shape),
         "num_classes": ir.num_classes,
-        "flops_unit": "MAC",
         "stages": [row.as_json() for row in compiled.rows()],
     }
     return json.dumps(document, indent=2) + "\n"
@@ -187,63 +178,11 @@ TEXT_EMITTERS: dict[Emit, Callable[[Compiled], str]] = {
 }
 
 
-def export_program(compiled: Compiled, stage: int, path: Path, weights: Path | None) -> None:
-    """Save D_stage as a ``torch.export`` program (load with ``torch.export.load``).
-
-    The batch dimension is dynamic, so the saved program serves any batch size. ``weights``
-    (a run directory or a state-dict file) gives the trained parameters; without it the
-    program holds freshly initialised ones, which is only useful to inspect the graph.
-    """
-    import torch
-
-    from nestdsl.compiler import compile as compile_net
-
-    net = compile_net(compiled.ir).eval()
-    if weights is not None:
-        _load_weights(net, weights)
-    sub = net.subnetwork(stage).eval()
-    example = torch.zeros(2, *compiled.ir.input_shape)
-    batch = torch.export.Dim("batch", min=1)
-    program = torch.export.export(sub, (example,), dynamic_shapes=({0: batch},))
-    torch.export.save(program, str(path))
-
-
-def _load_weights(net: torch.nn.Module, weights: Path) -> None:
-    """Load trained weights (never executing pickled code); mismatches are user errors."""
-    from nestdsl.train.runs import FINAL, load_tensors
-
-    path = weights / FINAL if weights.is_dir() else weights
-    if not path.is_file():
-        raise NestError(
-            [
-                Diagnostic(
-                    code="E904",
-                    message=f"no weights at `{path}`",
-                    help=f"give a run directory holding `{FINAL}` or a state-dict file",
-                )
-            ]
-        )
-    state = load_tensors(path)
-    try:
-        net.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as error:
-        raise NestError(
-            [
-                Diagnostic(
-                    code="E904",
-                    message=f"the weights in `{path}` do not fit this spec",
-                    help="export with the spec the run was trained on",
-                    notes=(str(error).splitlines()[0],),
-                )
-            ]
-        ) from None
-
-
 def _write(text: str, output: Path | None) -> None:
     if output is None:
         typer.echo(text, nl=False)
         return
-    output.write_text(text, encoding="utf-8")
+    write_text(output, text)
     typer.echo(f"wrote {output}", err=True)
 
 
@@ -264,8 +203,7 @@ def compile_command(
         typer.Option(
             "--output",
             "-o",
-            dir_okay=False,
-            writable=True,
+            metavar="FILE",
             help="Write the artifact to FILE instead of stdout.",
             show_default=False,
         ),
@@ -276,6 +214,7 @@ def compile_command(
             "--stage",
             "-k",
             min=1,
+            metavar="K",
             help="The stage to export with --emit export (default: the last).",
             show_default=False,
         ),
@@ -286,6 +225,7 @@ def compile_command(
             "--weights",
             "-w",
             exists=True,
+            metavar="PATH",
             help="With --emit export: trained weights, a run directory (its final.pt) or a "
             "state-dict file.",
             show_default=False,
@@ -302,7 +242,7 @@ def compile_command(
         ),
     ] = None,
 ) -> None:
-    """Check SPEC and print its stages: size, parameters, FLOPs and incremental FLOPs."""
+    """Check SPEC and print its stages: size, parameters, MACs and incremental MACs."""
     if emit is Emit.export and output is None:
         raise typer.BadParameter(
             "--emit export writes a binary file; give -o FILE.pt2", param_hint="'--output'"
@@ -314,14 +254,23 @@ def compile_command(
             "--weights only applies to --emit export", param_hint="'--weights'"
         )
     with user_errors():
+        from nestdsl.ir import build_ir
+        from nestdsl.load import load
+        from nestdsl.schedule import expand
+
+        if output is not None:
+            check_output(output)
         loaded = load(spec)
         if oracle is not None:
+            from nestdsl.oracle import oracle as oracle_of
+            from nestdsl.oracle import oracle_cost
+
             cost = oracle_cost(loaded, oracle)
             loaded = oracle_of(loaded, oracle)
             typer.echo(
                 f"oracle of stage {cost.stage} ({cost.label}): {cost.params:,} params, "
-                f"{cost.flops:,} FLOPs; nested D_{cost.stage}: {cost.nested_params:,} params, "
-                f"{cost.nested_flops:,} FLOPs",
+                f"{cost.flops:,} MACs; nested D_{cost.stage}: {cost.nested_params:,} params, "
+                f"{cost.nested_flops:,} MACs",
                 err=True,
             )
         compiled = Compiled(loaded, build_ir(loaded), expand(loaded.schedule))
@@ -335,7 +284,10 @@ def compile_command(
                 param_hint="'--stage'",
             )
         with user_errors():
-            export_program(compiled, chosen, output, weights)
+            import_torch()  # only when exporting
+            from nestdsl.trained import export_program
+
+            export_program(compiled.ir, chosen, output, weights)
         label = compiled.ir.stage_labels[chosen - 1]
         typer.echo(f"wrote {output} (stage {chosen}, {label})", err=True)
         return
@@ -355,4 +307,4 @@ def _stdout_console() -> Console:
 
 def register(app: typer.Typer) -> None:
     """Add `compile` to the application."""
-    app.command("compile", no_args_is_help=True)(compile_command)
+    app.command("compile", no_args_is_help=True, epilog=EXAMPLES)(compile_command)

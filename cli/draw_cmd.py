@@ -13,9 +13,16 @@ from typing import Annotated
 import typer
 
 from nestdsl.cli.common import SpecArgument, user_errors
-from nestdsl.draw import RENDERERS, render, to_dot
-from nestdsl.ir import build_ir
-from nestdsl.load import load
+from nestdsl.files import check_output
+
+FORMATS = (".svg", ".png", ".pdf", ".dot", ".gv")
+"""The suffixes `draw` writes (nestdsl.draw.RENDERERS, named here so help needs no import)."""
+
+EXAMPLES = """\b
+Examples:
+  nestdsl draw specs/digits_width_depth.nest -o arch.svg
+  nestdsl draw specs/digits_width.nest -o arch.dot --expand
+"""
 
 
 def draw_command(
@@ -25,9 +32,8 @@ def draw_command(
         typer.Option(
             "--output",
             "-o",
-            dir_okay=False,
-            writable=True,
-            help=f"The diagram file; its suffix picks the format ({', '.join(RENDERERS)}).",
+            metavar="FILE",
+            help=f"The diagram file; its suffix picks the format ({', '.join(FORMATS)}).",
             show_default=False,
         ),
     ],
@@ -41,12 +47,20 @@ def draw_command(
     title: Annotated[
         str | None,
         typer.Option(
-            "--title", help="Diagram title (default: network name and stages).", show_default=False
+            "--title",
+            metavar="TEXT",
+            help="Diagram title (default: network name and stages).",
+            show_default=False,
         ),
     ] = None,
 ) -> None:
     """Draw SPEC's nested architecture: layers, stripes coloured by stage, skips, heads."""
     with user_errors():
+        from nestdsl.draw import render, to_dot
+        from nestdsl.ir import build_ir
+        from nestdsl.load import load
+
+        check_output(output)
         ir = build_ir(load(spec))
         render(to_dot(ir, collapse=not expand, title=title), output)
     typer.echo(f"wrote {output}", err=True)
@@ -54,4 +68,4 @@ def draw_command(
 
 def register(app: typer.Typer) -> None:
     """Add `draw` to the application."""
-    app.command("draw", no_args_is_help=True)(draw_command)
+    app.command("draw", no_args_is_help=True, epilog=EXAMPLES)(draw_command)

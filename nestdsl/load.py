@@ -30,7 +30,7 @@ def load(path: str | Path) -> Spec:
     """Read, parse and check a `.nest` file (an unreadable file is a :class:`NestError` too)."""
     display = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM (Windows Notepad) is no text
     except (OSError, UnicodeDecodeError) as error:
         reason = _reason(error)
         raise NestError(

@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from nestdsl.cli.app import app
-from nestdsl.cli.compile_cmd import human
 from nestdsl.cost import stage_costs
+from nestdsl.glossary import human
 from nestdsl.ir import build_ir
 from nestdsl.load import load
 
@@ -45,7 +45,7 @@ def test_table() -> None:
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "network tiny: input 3×8×8, 10 classes, 3 stages" in out
-    for column in ("stage", "size", "width", "depth", "params", "anytime params", "FLOPs"):
+    for column in ("stage", "size", "width", "depth", "params", "anytime params", "MACs"):
         assert column in out
     costs = stage_costs(build_ir(load(TINY)))
     rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
@@ -87,8 +87,8 @@ def test_emit_json() -> None:
         "depth",
         "params",
         "anytime_params",
-        "flops",
-        "incremental_flops",
+        "macs",
+        "incremental_macs",
     }
 
 
@@ -229,3 +229,31 @@ def test_oracle_emit_spec_writes_a_plain_spec_and_compares_costs(tmp_path: Path)
 def test_oracle_stage_out_of_range_is_a_user_error() -> None:
     result = runner.invoke(app, ["compile", str(TINY), "--oracle", "9", "--emit", "spec"])
     assert result.exit_code == 1 and "T005" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-o", "nodir/table.txt"], "the folder `nodir` does not exist"),
+        (["--emit", "json", "-o", "nodir/x.json"], "the folder `nodir` does not exist"),
+        (["-o", "/proc/table.txt"], "cannot write `/proc/table.txt`"),
+        (["--emit", "export", "-o", "/proc/x.pt2"], "cannot write `/proc/x.pt2`"),
+        (["-o", "."], "it is a folder"),
+    ],
+)
+def test_unwritable_output_is_a_diagnostic(args, message, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["compile", str(TINY), *args])
+    assert result.exit_code == 1, result.output
+    assert "error[E905]" in result.stderr and message in result.stderr
+    assert "Traceback" not in result.output and list(tmp_path.iterdir()) == []
+
+
+def test_spec_saved_by_notepad_loads(tmp_path: Path) -> None:
+    """UTF-8 with a byte-order mark and CRLF line ends (Windows Notepad)."""
+    spec = tmp_path / "notepad.nest"
+    text = TINY.read_text(encoding="utf-8").replace("\n", "\r\n")
+    spec.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    result = runner.invoke(app, ["compile", str(spec)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == runner.invoke(app, ["compile", str(TINY)]).stdout

@@ -77,3 +77,15 @@ def test_subprocess_svg(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert out.read_bytes().lstrip().startswith(b"<?xml") and b"<svg" in out.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [("nodir/arch.svg", "the folder `nodir` does not exist"), ("/sys/arch.svg", "/sys/arch.svg")],
+)
+def test_unwritable_output_is_a_diagnostic(output, message, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["draw", str(TINY), "-o", output])
+    assert result.exit_code == 1, result.output
+    assert "error[E905]" in result.stderr and message in result.stderr
+    assert "Traceback" not in result.output

@@ -199,3 +199,118 @@ def test_greedy_reports_the_total_epochs_and_the_split(app, spec, tmp_path) -> N
     assert "128 train / 32 validation / 32 test" in result.stdout
     config = json.loads((out / "config.json").read_text())
     assert config["data_split"]["train"] == 128 and "test" in config["data_split"]["rule"]
+
+
+def test_banner_and_labelled_epoch_lines(app, spec, tmp_path) -> None:
+    out = tmp_path / "run"
+    result = run(app, spec, *FAST, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    for line in (
+        "stages    3: w1 w2 w4",
+        "data      synthetic:128: 128 training",
+        f"run dir   {out}",
+    ):
+        assert line in result.stderr
+    assert result.stderr.index("stages") < result.stderr.index("epoch 1/2")
+    epoch = next(line for line in result.stderr.splitlines() if line.startswith("epoch 2/2"))
+    assert all(f"{label} loss" in epoch for label in ("w1", "w2", "w4"))
+    assert "anytime params" in result.stdout
+
+
+@pytest.mark.parametrize("kind", ["file", "folder with files", "unwritable"])
+def test_unusable_out_is_refused_before_anything_is_made(app, spec, tmp_path, kind) -> None:
+    target = {"file": tmp_path / "afile", "folder with files": tmp_path / "mine"}.get(
+        kind, Path("/proc/nope")
+    )
+    if kind == "file":
+        target.write_text("keep me")
+    elif kind == "folder with files":
+        target.mkdir()
+        (target / "notes.txt").write_text("keep me")
+    before = sorted(tmp_path.rglob("*"))
+    result = run(app, spec, *FAST, "--out", str(target))
+    assert result.exit_code == 1, result.output
+    assert "error[T015]" in result.stderr and "Traceback" not in result.output
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_failed_start_leaves_nothing_behind(app, spec, tmp_path, existing) -> None:
+    out = tmp_path / "run"
+    if existing:
+        out.mkdir()
+    result = run(app, spec, *FAST, "--data", "synthetic:64:5", "--out", str(out))
+    assert result.exit_code == 1 and "T011" in result.stderr  # found after the run dir is made
+    assert (list(out.iterdir()) == []) if existing else not out.exists()
+
+
+def test_dry_run_checks_and_writes_nothing(app, spec, tmp_path) -> None:
+    out = tmp_path / "run"
+    result = run(app, spec, *FAST, "--out", str(out), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "data      synthetic:128: 128 training" in result.stdout
+    assert "nothing trained" in result.stdout and not out.exists()
+    bad = run(app, spec, *FAST, "--data", "mnist", "--dry-run")
+    assert bad.exit_code == 1 and "unknown data source" in bad.stderr
+    unfit = run(app, spec, *FAST, "--data", "synthetic:64:5", "--dry-run")
+    assert unfit.exit_code == 1 and "T011" in unfit.stderr
+
+
+def test_json_results_on_stdout(app, spec, tmp_path) -> None:
+    out = tmp_path / "run"
+    result = run(app, spec, *FAST, "--out", str(out), "--json", "-q")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert [s["label"] for s in document["stages"]] == ["w1", "w2", "w4"]
+    assert document == json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--milestones", "1"], "--milestones"),
+        (["--strategy", "sgd", "--priority", "2,1,3"], "--priority"),
+        (["--optimizer", "adamw", "--momentum", "0.5"], "--momentum"),
+        (["--standalone", "2", "--strategy", "sgd"], "--strategy"),
+        (["--oracle", "2", "--strategy", "sgd"], "--strategy"),
+    ],
+)
+def test_options_without_effect_are_warnings(app, spec, args, flag) -> None:
+    result = run(app, spec, *FAST, *args, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert f"warning[T016]: {flag} has no effect" in result.stderr
+
+
+def test_options_that_apply_give_no_warning(app, spec) -> None:
+    args = ["--schedule", "step", "--milestones", "1", "--priority", "2,1,3", "--dry-run"]
+    result = run(app, spec, *FAST, *args)
+    assert result.exit_code == 0 and "warning" not in result.stderr
+
+
+def test_resume_of_a_missing_directory(app, tmp_path) -> None:
+    result = run(app, "--resume", str(tmp_path / "nope"))
+    assert result.exit_code == 1 and "there is no run directory" in result.stderr
+
+
+def test_resume_of_a_finished_run_says_so(app, spec, tmp_path) -> None:
+    out = tmp_path / "run"
+    assert run(app, spec, *FAST, "--out", str(out), "-q").exit_code == 0
+    again = run(app, "--resume", str(out), "-q")
+    assert again.exit_code == 0
+    assert "has finished all its epochs" in again.stderr and "w4" in again.stdout
+
+
+def test_default_run_dirs_of_the_same_second_differ(app, spec, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("time.strftime", lambda _: "20260101-000000")
+    for _ in range(2):
+        assert run(app, spec, *FAST, "-q").exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        "tiny-osgd-20260101-000000",
+        "tiny-osgd-20260101-000000-2",
+    ]
+
+
+def test_neither_spec_nor_resume_is_a_usage_error(app) -> None:
+    result = run(app, "--epochs", "1")
+    assert result.exit_code == 2 and "--resume" in result.output

@@ -63,7 +63,9 @@ def test_installed_wheel_compiles_a_spec_from_elsewhere(wheel: Path, tmp_path: P
     spec = tmp_path / "net.nest"
     spec.write_text((ROOT / "specs" / "digits_width.nest").read_text())
     env = {**os.environ, "PYTHONPATH": str(target)}
-    code = "import sys, nestdsl; from nestdsl.cli.app import main; print(nestdsl.__file__); main()"
+    code = (
+        "import sys, nestdsl; from nestdsl.cli.entry import main; print(nestdsl.__file__); main()"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code, "compile", str(spec)],
         cwd=tmp_path,

@@ -64,7 +64,7 @@ def check_counts(ctx: Context, seen: dict[str, list[Statement]], excused: set[st
     for keyword in _REQUIRED:
         if keyword in seen or keyword in excused:
             continue
-        what = "at least one `block` statement" if keyword == "block" else f"`{keyword}`"
+        what = "at least one `block`" if keyword == "block" else f"`{keyword}`"
         ctx.error(
             "E109",
             f"missing {what} statement",

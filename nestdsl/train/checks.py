@@ -9,15 +9,18 @@ T001 invalid option value, T002 unknown strategy, T003 bad priority, T004 bad im
 T005 bad standalone stage, T006 device not available, T007 AMP mode not available,
 T008 missing or unreadable checkpoint, T009 resume with a different spec or config,
 T010 run directory already holds a run, T011 data and network disagree, T012 optional
-package missing, T014 distributed setup, T015 --oracle with --standalone or without a spec.
+package missing, T014 distributed setup, T017 --oracle with --standalone or without a spec.
 """
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from nestdsl.diagnostics import Diagnostic, NestError, did_you_mean
 from nestdsl.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from nestdsl.data import DataSplit
 
 MTL_PREFIX = "mtl:"
 
@@ -46,7 +49,7 @@ def check_config(config: TrainConfig, num_stages: int) -> None:
     """Everything about ``config`` that can be judged from the network's stage count."""
     if config.oracle is not None and config.standalone is not None:
         fail(
-            "T015",
+            "T017",
             "--oracle and --standalone both choose the network to train; give one",
             help="--standalone K trains D_k cut out of the nested network, --oracle K an "
             "independent network of D_k's size",
@@ -91,4 +94,15 @@ def check_config(config: TrainConfig, num_stages: int) -> None:
             "T005",
             f"--standalone {config.standalone}: the network has only {num_stages} stages",
             help=f"choose a stage in 1..{num_stages}",
+        )
+
+
+def check_classes(data: DataSplit, classes: int) -> None:
+    """The network must predict as many classes as the data source has (T011)."""
+    if classes != data.num_classes:
+        fail(
+            "T011",
+            f"data source `{data.name}` has {data.num_classes} classes but the network "
+            f"predicts {classes}",
+            help=f"set the spec's head to {data.num_classes} classes",
         )

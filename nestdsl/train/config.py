@@ -8,6 +8,7 @@ machine (is there a GPU?) live in :mod:`nestdsl.train.checks`, which raises ``Ne
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
@@ -46,32 +47,66 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    data: str = "digits"
-    augment: bool = True
-    strategy: str = "osgd"
-    priority: list[int] | None = None
-    importances: list[float] | None = None
-    norm_constant: float = Field(0.5, gt=0)
-    epochs: PositiveInt = 10
-    batch_size: PositiveInt = 64
-    optimizer: OptimizerName = "sgd"
-    lr: float = Field(0.1, gt=0)
-    lr_final: float | None = Field(None, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = False
-    weight_decay: float = Field(5e-4, ge=0)
-    schedule: ScheduleName = "cosine"
-    milestones: list[PositiveInt] | None = None
-    gamma: float = Field(0.1, gt=0)
-    seed: int = 0
-    device: str = "auto"
-    amp: AmpMode = "auto"
-    channels_last: bool | None = None
-    workers: int = Field(0, ge=0)
-    standalone: PositiveInt | None = None
-    oracle: PositiveInt | None = None
-    checkpoint_every: PositiveInt = 1
-    log: LogMode = "jsonl"
+    data: str = Field(
+        "digits",
+        description="Data source: digits | synthetic[:N] | cifar10:PATH | cifar100:PATH | "
+        "imagefolder:PATH (see docs/data.md).",
+    )
+    augment: bool = Field(True, description="Random crops and flips while training.")
+    strategy: str = Field(
+        "osgd",
+        description="How the per-stage gradients combine: greedy | sgd | sgd-sum | sgd-norm | "
+        "osgd | osgd-norm | mtl:* (list them with `nestdsl strategies`).",
+    )
+    priority: list[int] | None = Field(
+        None,
+        description="OSGD priority order of the stages, highest first, e.g. 2,1,3 "
+        "(default: 1,2,...,n).",
+    )
+    importances: list[float] | None = Field(
+        None, description="Loss importances k_i, e.g. 1,1,2 (default: all 1)."
+    )
+    norm_constant: float = Field(0.5, gt=0, description="NormSGD constant C (sgd-norm, osgd-norm).")
+    epochs: PositiveInt = Field(10, description="Epochs (greedy: per stage, so n × epochs in all).")
+    batch_size: PositiveInt = Field(64, description="Global batch size (over all processes).")
+    optimizer: OptimizerName = Field("sgd", description="sgd | adamw.")
+    lr: float = Field(0.1, gt=0, description="Initial learning rate.")
+    lr_final: float | None = Field(
+        None,
+        ge=0,
+        description="Final learning rate (default: 0 for cosine, 0.8% of --lr for exp).",
+    )
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
+    nesterov: bool = Field(False, description="Nesterov momentum (SGD).")
+    weight_decay: float = Field(5e-4, ge=0, description="Weight decay.")
+    schedule: ScheduleName = Field(
+        "cosine",
+        description="LR schedule: cosine | exp (the paper's CIFAR decay) | step | constant.",
+    )
+    milestones: list[PositiveInt] | None = Field(
+        None,
+        description="Epochs where `step` multiplies the LR by --gamma, e.g. 30,60 "
+        "(default: 50% and 75% of the epochs).",
+    )
+    gamma: float = Field(0.1, gt=0, description="LR factor at each `step` milestone.")
+    seed: int = Field(0, description="Random seed (network, data order, augmentation).")
+    device: str = Field("auto", description="auto (CUDA when present) | cpu | cuda | cuda:N.")
+    amp: AmpMode = Field("auto", description="Mixed precision: auto | bf16 | fp16 | off.")
+    channels_last: bool | None = Field(
+        None, description="Channels-last memory format (default: on a GPU only)."
+    )
+    workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    standalone: PositiveInt | None = Field(
+        None,
+        description="Train only D_K, cut out of the nested network (pruned edges kept).",
+    )
+    oracle: PositiveInt | None = Field(
+        None,
+        description="Train the Oracle of stage K instead: an independent, un-pruned network "
+        "of D_K's widths and depths.",
+    )
+    checkpoint_every: PositiveInt = Field(1, description="Write a checkpoint every N epochs.")
+    log: LogMode = Field("jsonl", description="Metrics log: jsonl | tensorboard.")
 
     def final_lr(self) -> float:
         """The LR the schedule ends at: ``lr_final`` or the schedule's natural end point."""
@@ -100,3 +135,66 @@ def make_config(**values: object) -> TrainConfig:
                 for e in error.errors()
             ]
         ) from None
+
+
+def _orthogonalizing(config: TrainConfig) -> bool:
+    from nestdsl.optim.strategies import ORTHOGONALIZING
+
+    return _nested(config) and config.strategy in ORTHOGONALIZING
+
+
+def _normalizing(config: TrainConfig) -> bool:
+    from nestdsl.optim.strategies import NORMALIZING
+
+    return _nested(config) and config.strategy in NORMALIZING
+
+
+def _step_schedule(config: TrainConfig) -> bool:
+    return config.schedule == "step"
+
+
+def _decaying_schedule(config: TrainConfig) -> bool:
+    return config.schedule in ("exp", "cosine")
+
+
+def _joint_strategy(config: TrainConfig) -> bool:
+    return _nested(config) and config.strategy != "greedy"
+
+
+def _nested(config: TrainConfig) -> bool:
+    """Whether the anytime network trains (not D_K alone, not an Oracle)."""
+    return config.standalone is None and config.oracle is None
+
+
+def _sgd_optimizer(config: TrainConfig) -> bool:
+    return config.optimizer == "sgd"
+
+
+OPTION_APPLIES: dict[str, tuple[Callable[[TrainConfig], bool], str]] = {
+    "priority": (_orthogonalizing, "only osgd and osgd-norm order the stages"),
+    "norm_constant": (_normalizing, "only sgd-norm and osgd-norm normalise gradients"),
+    "importances": (
+        _joint_strategy,
+        "greedy, --standalone and --oracle train one loss at a time",
+    ),
+    "strategy": (_nested, "--standalone and --oracle train one network on its own loss"),
+    "milestones": (_step_schedule, "only the `step` schedule has milestones"),
+    "gamma": (_step_schedule, "only the `step` schedule multiplies the LR by gamma"),
+    "lr_final": (_decaying_schedule, "only the `cosine` and `exp` schedules end at a final LR"),
+    "momentum": (_sgd_optimizer, "adamw has no momentum setting"),
+    "nesterov": (_sgd_optimizer, "adamw has no Nesterov momentum"),
+}
+"""Options that only some settings read: field -> (does it apply?, why not)."""
+
+
+def unused_options(config: TrainConfig, given: Collection[str]) -> list[Diagnostic]:
+    """Warnings (T016) for options the user gave that the chosen settings ignore."""
+    return [
+        Diagnostic(
+            code="T016",
+            severity="warning",
+            message=f"--{name.replace('_', '-')} has no effect here: {reason}",
+        )
+        for name, (applies, reason) in OPTION_APPLIES.items()
+        if name in given and not applies(config)
+    ]

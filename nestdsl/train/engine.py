@@ -39,14 +39,20 @@ from nestdsl.evaluate import StageMetrics, evaluate
 from nestdsl.oracle import OracleCost, oracle_cost
 from nestdsl.oracle import oracle as oracle_of
 from nestdsl.train import distributed
-from nestdsl.train.checks import SUM_OF_LOSSES, check_config, fail
-from nestdsl.train.config import RUNTIME_FIELDS, TrainConfig
+from nestdsl.train.checks import SUM_OF_LOSSES, check_classes, check_config, fail
+from nestdsl.train.config import TrainConfig
 from nestdsl.train.devices import Runtime, deterministic, resolve_runtime
 from nestdsl.train.distributed import DistContext
 from nestdsl.train.loaders import EpochLoaders, seed_epoch
-from nestdsl.train.progress import TrainProgress
+from nestdsl.train.progress import RunPlan, TrainProgress, epoch_line, strategy_text
 from nestdsl.train.records import EpochRecord
-from nestdsl.train.runs import RunDir, capture_rng, restore_rng
+from nestdsl.train.runs import (
+    RunDir,
+    capture_rng,
+    check_resumable,
+    params_key,
+    restore_training,
+)
 from nestdsl.train.scalars import ScalarLog, check_log, open_scalars
 from nestdsl.train.schedules import build_optimizer, learning_rate, set_learning_rate
 from nestdsl.train.steps import StepPlan, distinct, mode_of, train_step
@@ -126,7 +132,7 @@ def materialize(spec_or_net: SpecOrNet, seed: int, oracle: int | None = None) ->
     if isinstance(spec_or_net, nn.Module):
         if oracle is not None:
             fail(
-                "T015",
+                "T017",
                 "--oracle builds a new network from a spec; it cannot be used with a "
                 "ready-made module",
                 help="pass the spec (a path or a loaded Spec) instead",
@@ -261,36 +267,6 @@ class _Session:
             "nestdsl_version": nestdsl.__version__,
         }
 
-    def _check_resumable(self, stored: dict[str, Any]) -> None:
-        """Refuse to continue a run with a different spec, network or learning setup (T009)."""
-        spec = stored.get("spec") or {}
-        text = spec.get("text")
-        if text is not None and self.target.spec_text not in (None, text):
-            fail(
-                "T009",
-                f"the run in {self.run_path} was trained from a different spec "
-                f"({spec.get('path')})",
-                help=f"resume with the run's own copy: --resume {self.run_path} without "
-                "SPEC, or start a new run with --out",
-            )
-        network = stored.get("network") or {}
-        if network.get("fingerprint") != fingerprint(self.model):
-            fail("T009", f"the network differs from the one trained in {self.run_path}")
-        before = stored.get("config") or {}
-        now = self.config.model_dump(mode="json")
-        changed = sorted(
-            key
-            for key in set(before) | set(now)
-            if key not in RUNTIME_FIELDS and before.get(key) != now.get(key)
-        )
-        if changed:
-            detail = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
-            fail(
-                "T009",
-                f"cannot resume {self.run_path} with a different configuration ({detail})",
-                help="only " + ", ".join(sorted(RUNTIME_FIELDS)) + " may change on resume",
-            )
-
     @property
     def run_path(self) -> Path | None:
         return self.rundir.path if self.rundir is not None else None
@@ -302,7 +278,13 @@ class _Session:
                 fail("T008", "resuming needs the run directory of the run to continue")
             return None
         if resume:
-            self._check_resumable(self.rundir.read_config())
+            check_resumable(
+                self.rundir.read_config(),
+                self.run_path,
+                self.target.spec_text,
+                fingerprint(self.model),
+                self.config,
+            )
             state = self.rundir.load_checkpoint()
             self.rundir.truncate_metrics(int(state["epochs_done"]))
             self.history = [EpochRecord.from_dict(r) for r in self.rundir.read_metrics()]
@@ -364,14 +346,7 @@ class _Session:
             augment=self.config.augment,
             seed=self.config.seed,
         )
-        classes = self.net.num_classes
-        if classes != data.num_classes:
-            fail(
-                "T011",
-                f"data source `{data.name}` has {data.num_classes} classes but the network "
-                f"predicts {classes}",
-                help=f"set the spec's head to {data.num_classes} classes",
-            )
+        check_classes(data, self.net.num_classes)
         loaders = EpochLoaders(
             data.train,
             data.val,
@@ -397,15 +372,15 @@ class _Session:
         done = 0
         plan: StepPlan | None = None
         if state is not None:
-            self.model.load_state_dict(state["model"])
             done, self.step = int(state["epochs_done"]), int(state["step"])
-            if done < self.total:
-                plan = self._plan(self._phase_at(done))
-                if int(state["phase"]) == self._phase_at(done).index:
-                    plan.optimizer.load_state_dict(state["optimizer"])
-                    if plan.scaler is not None and state.get("scaler"):
-                        plan.scaler.load_state_dict(state["scaler"])
-            restore_rng(state["rng"])
+            plan = self._plan(self._phase_at(done)) if done < self.total else None
+            same_phase = plan is not None and int(state["phase"]) == self._phase_at(done).index
+            restore_training(
+                state,
+                self.model,
+                plan.optimizer if plan is not None and same_phase else None,
+                plan.scaler if plan is not None and same_phase else None,
+            )
         last: list[StageMetrics] | None = None
         scalars = open_scalars(
             self.config.log if self.context.is_main else "jsonl", self.run_path, self._labels()
@@ -413,6 +388,7 @@ class _Session:
         stop = self.total if until_epoch is None else min(until_epoch, self.total)
         try:
             with TrainProgress(self.progress) as bars:
+                bars.banner(self._plan_of_run(loaders, done))
                 bars.start_run(self.total, done)
                 for epoch in range(done, stop):
                     phase = self._phase_at(epoch)
@@ -441,6 +417,20 @@ class _Session:
             test=test,
             split=self.split,
             oracle=self.target.oracle,
+        )
+
+    def _plan_of_run(self, loaders: EpochLoaders, done: int) -> RunPlan:
+        return RunPlan(
+            spec=self.target.spec_path,
+            labels=self._labels(),
+            strategy=strategy_text(self.config),
+            device=str(self.runtime.device),
+            data=self.config.data,
+            train_size=len(loaders.sampler.dataset),  # type: ignore[arg-type]
+            val_size=len(loaders.val.dataset),  # type: ignore[arg-type]
+            epochs=self.total,
+            epochs_done=done,
+            run_dir=self.run_path,
         )
 
     def _phase_at(self, epoch: int) -> Phase:
@@ -485,7 +475,7 @@ class _Session:
             if self._checkpoint_due(epoch, phase):
                 self._checkpoint(epoch + 1, phase, plan)
         scalars.add(record)
-        bars.end_epoch(self._summary(record))
+        bars.end_epoch(epoch_line(record, self._labels(), self.total))
         return metrics
 
     def _title(self, epoch: int, phase: Phase) -> str:
@@ -546,20 +536,6 @@ class _Session:
             time=round(seconds, 4),
         )
 
-    @staticmethod
-    def _summary(record: EpochRecord) -> str:
-        def joined(values: list[float | None], percent: bool) -> str:
-            shown = [
-                "-" if v is None else (f"{100 * v:.1f}%" if percent else f"{v:.3f}") for v in values
-            ]
-            return "/".join(shown)
-
-        return (
-            f"epoch {record.epoch}: lr {record.lr:.4g}  "
-            f"loss {joined(record.train_loss, False)}  "
-            f"val top-1 {joined(list(record.val_top1), True)}  ({record.time:.1f}s)"
-        )
-
     def _checkpoint_due(self, epoch: int, phase: Phase) -> bool:
         done = epoch + 1
         return (
@@ -588,11 +564,11 @@ class _Session:
         if self.rundir is None:
             return
         self.rundir.save_final(self.model.state_dict())
-        params = self._params()
+        params, key = self._params(), params_key(self.config)
 
         def rows(metrics: list[StageMetrics]) -> list[dict[str, Any]]:
             return [
-                {**m.as_dict(), "params": params[i] if i < len(params) else None}
+                {**m.as_dict(), key: params[i] if i < len(params) else None}
                 for i, m in enumerate(metrics)
             ]
 

@@ -8,7 +8,6 @@ the finished run back from the run directory that rank 0 wrote.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -20,16 +19,29 @@ import torch
 from torch import nn
 
 from nestdsl.ast import Spec
-from nestdsl.data.base import SplitRecord
+from nestdsl.data import build_datasets
 from nestdsl.diagnostics import NestError
-from nestdsl.evaluate import StageMetrics
-from nestdsl.oracle import OracleCost
 from nestdsl.train import distributed
-from nestdsl.train.checks import check_config, fail
+from nestdsl.train.checks import check_classes, check_config, fail
 from nestdsl.train.config import TrainConfig
 from nestdsl.train.devices import resolve_device
-from nestdsl.train.engine import SpecOrNet, TrainResult, contract, materialize, train
-from nestdsl.train.runs import FINAL, RESULTS, load_tensors
+from nestdsl.train.engine import (
+    SpecOrNet,
+    TrainResult,
+    contract,
+    materialize,
+    total_epochs,
+    train,
+)
+from nestdsl.train.progress import RunPlan, strategy_text
+from nestdsl.train.runs import (
+    FINAL,
+    RunDir,
+    check_new_run,
+    kept_only_when_started,
+    load_tensors,
+    read_results,
+)
 
 Source = Spec | str | Path | Callable[[], nn.Module]
 """What each process builds its network from: a spec, or a picklable zero-argument factory."""
@@ -78,11 +90,27 @@ def launch(
     *,
     resume: bool = False,
 ) -> TrainResult:
-    """Train with ``nproc`` local processes (gloo on CPU, NCCL on GPUs); 1 means in-process."""
+    """Train with ``nproc`` local processes (gloo on CPU, NCCL on GPUs); 1 means in-process.
+
+    A run that stops before its first checkpoint (a user error, Ctrl-C) leaves no run
+    directory behind.
+    """
     if nproc < 1:
         fail("T014", f"--nproc must be at least 1, got {nproc}")
-    if nproc == 1:
-        return train(_trainable(source, config.seed), config, run_dir, progress, resume=resume)
+    with kept_only_when_started(Path(run_dir) if run_dir is not None else None):
+        if nproc == 1:
+            return train(_trainable(source, config.seed), config, run_dir, progress, resume=resume)
+        return _spawn(nproc, source, config, run_dir, progress, resume)
+
+
+def _spawn(
+    nproc: int,
+    source: Source,
+    config: TrainConfig,
+    run_dir: str | Path | None,
+    progress: bool,
+    resume: bool,
+) -> TrainResult:
     net = materialize(_trainable(source, config.seed), config.seed, config.oracle).net
     check_config(config, contract(net).num_stages)
     device = resolve_device(config.device)
@@ -100,6 +128,8 @@ def launch(
             help=f"use a batch size divisible by {nproc} (it is the global batch)",
         )
     path = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="nestdsl-"))
+    if not resume and run_dir is not None:
+        check_new_run(path)  # once, here: each rank's own check would race rank 0's files
     try:
         distributed.spawn(
             nproc, _worker, (source, config.model_dump(mode="json"), str(path), progress, resume)
@@ -114,20 +144,52 @@ def _collect(net: nn.Module, config: TrainConfig, path: Path) -> TrainResult:
     if config.standalone is not None:
         net = contract(net).subnetwork(config.standalone)
     net.load_state_dict(load_tensors(path / FINAL))
-    data = json.loads((path / RESULTS).read_text(encoding="utf-8"))
-    split, oracle = data.get("data_split"), data.get("oracle")
+    results = read_results(path)
     return TrainResult(
         net=net,
-        stages=_metrics(data["stages"]),
-        params=[row["params"] for row in data["stages"]],
+        stages=results.stages,
+        params=results.params,
         run_dir=path,
-        epochs_done=int(data["epochs"]),
-        test=_metrics(data.get("test", [])),
-        split=SplitRecord(**split) if split else None,
-        oracle=OracleCost(**oracle) if oracle else None,
+        epochs_done=results.epochs,
+        test=results.test,
+        split=results.split,
+        oracle=results.oracle,
     )
 
 
-def _metrics(rows: list[dict[str, Any]]) -> list[StageMetrics]:
-    keys = ("stage", "label", "top1", "top5", "loss", "count")
-    return [StageMetrics(**{k: row[k] for k in keys}) for row in rows]
+def plan_run(
+    source: Source, config: TrainConfig, run_dir: Path | None, *, resume: bool = False
+) -> RunPlan:
+    """Everything a run checks before its first step, without training or writing anything.
+
+    Builds the network, checks the config against it, resolves the device, reads the data
+    and checks the run directory: what ``nestdsl train --dry-run`` prints.
+    """
+    target = materialize(_trainable(source, config.seed), config.seed, config.oracle)
+    net = contract(target.net)
+    check_config(config, net.num_stages)
+    device = resolve_device(config.device)
+    data = build_datasets(config.data, net.input_shape, augment=False, seed=config.seed)
+    check_classes(data, net.num_classes)
+    done = 0
+    if run_dir is not None and resume:
+        done = int(RunDir(run_dir).load_checkpoint()["epochs_done"])
+    elif run_dir is not None:
+        check_new_run(run_dir)
+    labels = [str(x) for x in net.stage_labels]
+    if target.oracle is not None:
+        labels = [target.oracle.label]
+    elif config.standalone:
+        labels = [labels[config.standalone - 1]]
+    return RunPlan(
+        spec=target.spec_path,
+        labels=labels,
+        strategy=strategy_text(config),
+        device=str(device),
+        data=config.data,
+        train_size=len(data.train),  # type: ignore[arg-type]
+        val_size=len(data.val),  # type: ignore[arg-type]
+        epochs=total_epochs(config, net.num_stages),
+        epochs_done=done,
+        run_dir=run_dir,
+    )

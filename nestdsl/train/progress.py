@@ -1,11 +1,15 @@
-"""Progress display on stderr: an epoch bar and a step bar, plus one summary line per epoch.
+"""Progress display on stderr: a start-up banner, an epoch bar and a step bar, plus one
+summary line per epoch.
 
 Bars are transient and switched off when stderr is not a terminal, so logs and CI output hold
-only the per-epoch lines (and stdout stays clean for the results table).
+only the banner and the per-epoch lines (and stdout stays clean for the results table).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 from rich.console import Console
@@ -18,6 +22,63 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+from nestdsl.train.config import TrainConfig
+from nestdsl.train.records import EpochRecord
+
+
+def strategy_text(config: TrainConfig) -> str:
+    """What trains, in the banner's words: the strategy, the standalone network or an Oracle."""
+    if config.oracle:
+        return f"Oracle of stage {config.oracle}"
+    return f"standalone D_{config.standalone}" if config.standalone else config.strategy
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run is about to do: printed before the first epoch and by ``--dry-run``."""
+
+    spec: str | None
+    labels: Sequence[str]
+    strategy: str
+    device: str
+    data: str
+    train_size: int
+    val_size: int
+    epochs: int
+    epochs_done: int
+    run_dir: Path | None
+
+    def lines(self) -> list[str]:
+        """The banner, one fact per line, so a log shows what produced the lines after it."""
+        stages = " ".join(self.labels)
+        left = self.epochs - self.epochs_done
+        epochs = f"{self.epochs}" if not self.epochs_done else f"{self.epochs} ({left} to go)"
+        return [
+            f"spec      {self.spec or '(a Python module)'}",
+            f"stages    {len(self.labels)}: {stages}",
+            f"strategy  {self.strategy}",
+            f"device    {self.device}",
+            f"data      {self.data}: {self.train_size} training, {self.val_size} validation",
+            f"epochs    {epochs}",
+            f"run dir   {self.run_dir if self.run_dir is not None else '(none: nothing saved)'}",
+        ]
+
+
+def epoch_line(record: EpochRecord, labels: Sequence[str], epochs: int) -> str:
+    """One finished epoch: learning rate, then per stage (by label) train loss and val top-1."""
+    parts = []
+    for i, label in enumerate(labels):
+        loss = record.train_loss[i] if i < len(record.train_loss) else None
+        accuracy = record.val_top1[i] if i < len(record.val_top1) else None
+        shown_loss = "-" if loss is None else f"{loss:.3f}"
+        shown_top1 = "-" if accuracy is None else f"{100 * accuracy:.1f}%"
+        parts.append(f"{label} loss {shown_loss} top-1 {shown_top1}")
+    return (
+        f"epoch {record.epoch}/{epochs}  lr {record.lr:.4g}  "
+        + "  ".join(parts)
+        + f"  ({record.time:.1f}s)"
+    )
 
 
 class TrainProgress:
@@ -81,6 +142,7 @@ class TrainProgress:
         if self.enabled:
             self._bars.console.print(summary, highlight=False, markup=False, soft_wrap=True)
 
-    def note(self, message: str) -> None:
+    def banner(self, plan: RunPlan) -> None:
         if self.enabled:
-            self._bars.console.print(message, highlight=False, markup=False, soft_wrap=True)
+            for line in plan.lines():
+                self._bars.console.print(line, highlight=False, markup=False, soft_wrap=True)

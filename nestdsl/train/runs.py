@@ -19,15 +19,25 @@ from __future__ import annotations
 import json
 import os
 import random
+import shlex
+import shutil
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import torch
 
+from nestdsl.data.base import SplitRecord
+from nestdsl.evaluate import StageMetrics
+from nestdsl.files import unwritable
+from nestdsl.oracle import OracleCost
 from nestdsl.train.checks import fail
+from nestdsl.train.config import RUNTIME_FIELDS, TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -126,18 +136,26 @@ class RunDir:
         return self.file(CHECKPOINT).is_file()
 
     def create(self) -> None:
-        """Make the directory for a new run; refuse one that already holds a run (T010)."""
-        if self.has_checkpoint or self.file(FINAL).is_file():
-            fail(
-                "T010",
-                f"{self.path} already holds a training run",
-                help=f"continue it with --resume {self.path}, or choose another --out",
-            )
+        """Make the directory for a new run after :func:`check_new_run` accepts it.
+
+        Only the writing process checks: the others would find rank 0's first files there.
+        """
         if self.writer:
-            self.path.mkdir(parents=True, exist_ok=True)
+            check_new_run(self.path)
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                fail("T015", f"cannot create the run directory {self.path}: {error.strerror}")
 
     def read_config(self) -> dict[str, Any]:
         """The stored config.json of a run to resume (T008 when the directory has no run)."""
+        if not self.path.is_dir():
+            fail(
+                "T008",
+                f"there is no run directory {self.path}",
+                help="give the directory a run was started in (its --out, or the `run dir` "
+                "line it printed)",
+            )
         if not self.has_checkpoint:
             fail(
                 "T008",
@@ -253,3 +271,250 @@ def restore_rng(state: dict[str, Any]) -> None:
         cuda_states = state["cuda"]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
+
+
+def check_new_run(path: Path) -> None:
+    """Refuse, before anything is created, a directory that cannot hold a new run.
+
+    A new run needs a folder that does not exist yet (it is created with its parents) or an
+    empty one: run files are never mixed into a folder holding other files (T015), and a folder
+    holding a run is continued with ``--resume``, never overwritten (T010).
+    """
+    if path.exists() and not path.is_dir():
+        fail("T015", f"{path} is a file, not a run directory", help="give a new folder as --out")
+    if path.is_dir():
+        if (path / CHECKPOINT).is_file() or (path / FINAL).is_file():
+            fail(
+                "T010",
+                f"{path} already holds a training run",
+                help=f"continue it with --resume {path}, or choose another --out",
+            )
+        if any(path.iterdir()):
+            fail(
+                "T015",
+                f"{path} is a folder with other files in it, not a run directory",
+                help="give a new or empty folder as --out",
+            )
+    parent = _existing_ancestor(path)
+    if not parent.is_dir():
+        fail("T015", f"cannot create {path}: {parent} is a file, not a folder")
+    reason = unwritable(parent)
+    if reason is not None:
+        fail("T015", f"cannot create {path} in {parent}: {reason}")
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """The nearest folder (or file) on ``path``'s way up that exists already."""
+    current = path.absolute()
+    while not current.exists() and current != current.parent:
+        current = current.parent
+    return current
+
+
+@contextmanager
+def kept_only_when_started(path: Path | None) -> Iterator[None]:
+    """Remove what a run wrote if it stops (error or Ctrl-C) before its first checkpoint.
+
+    A failed start then leaves nothing behind: no ``config.json`` without a run to resume, and
+    the folder, if the user made it, empty again.
+    """
+    existed = path is not None and path.exists()
+    try:
+        yield
+    except BaseException:
+        if path is not None and path.is_dir() and not (path / CHECKPOINT).is_file():
+            _discard(path, keep_folder=existed)
+        raise
+
+
+def _discard(path: Path, *, keep_folder: bool) -> None:
+    if not keep_folder:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for child in path.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def resume_hint(path: Path) -> str:
+    """What to tell a user whose run stopped: where it is and the exact command to continue."""
+    if not (path / CHECKPOINT).is_file():
+        return "stopped before the first checkpoint; no run directory was kept"
+    return f"run dir: {path}\ncontinue with: nestdsl train --resume {shlex.quote(str(path))}"
+
+
+def default_run_dir(spec: Path, strategy: str) -> Path:
+    """``runs/<spec>-<strategy>-<timestamp>``, sortable by start time; a second run started in
+    the same second gets ``-2``, ``-3`` … rather than being refused as an existing run."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{spec.stem}-{strategy.replace(':', '-')}-{stamp}"
+    candidate, number = base, 1
+    while candidate.exists():
+        number += 1
+        candidate = base.with_name(f"{base.name}-{number}")
+    return candidate
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What `nestdsl train` was asked to do, once stored config and typed options are merged.
+
+    ``finished`` marks a resumed run that has already trained all its epochs: continuing it
+    only reports its results.
+    """
+
+    spec: Path
+    config: TrainConfig
+    run_dir: Path
+    resume: bool
+    finished: bool = False
+
+
+def request_run(
+    spec: Path | None,
+    given: dict[str, object],
+    *,
+    out: Path | None = None,
+    resume: Path | None = None,
+) -> RunRequest:
+    """Merge typed options with a resumed run's stored config and check the output folder.
+
+    ``given`` holds only the options the user typed: on ``--resume`` they override the stored
+    configuration (whether the result may differ is judged by :func:`check_resumable` once the
+    network is built); a new run gets ``--out`` or :func:`default_run_dir`, checked before any
+    work so a bad folder costs nothing.
+    """
+    from nestdsl.train.config import make_config
+
+    if resume is None:
+        if spec is None:
+            fail("T001", "missing SPEC", help="nestdsl train SPEC [OPTIONS]")
+        config = make_config(**given)
+        run_dir = out or default_run_dir(spec, config.strategy)
+        check_new_run(run_dir)
+        return RunRequest(spec, config, run_dir, resume=False)
+    if out is not None and out.resolve() != resume.resolve():
+        fail("T008", "--out and --resume name different directories; give only --resume")
+    stored = RunDir(resume).read_config()
+    config = make_config(**{**(stored.get("config") or {}), **given})
+    finished = (resume / FINAL).is_file() and (resume / RESULTS).is_file()
+    return RunRequest(spec or _stored_spec(resume), config, resume, True, finished)
+
+
+def _stored_spec(run_dir: Path) -> Path:
+    copy = run_dir / SPEC_COPY
+    if not copy.is_file():
+        fail(
+            "T008",
+            f"{run_dir} has no copy of its spec ({SPEC_COPY})",
+            help=f"give the spec: nestdsl train SPEC --resume {run_dir}",
+        )
+    return copy
+
+
+def check_resumable(
+    stored: dict[str, Any],
+    run_path: Path | None,
+    spec_text: str | None,
+    network_fingerprint: str,
+    config: TrainConfig,
+) -> None:
+    """Refuse to continue a run with a different spec, network or learning setup (T009)."""
+    spec = stored.get("spec") or {}
+    text = spec.get("text")
+    if text is not None and spec_text not in (None, text):
+        fail(
+            "T009",
+            f"the run in {run_path} was trained from a different spec ({spec.get('path')})",
+            help=f"resume with the run's own copy: --resume {run_path} without "
+            "SPEC, or start a new run with --out",
+        )
+    network = stored.get("network") or {}
+    if network.get("fingerprint") != network_fingerprint:
+        fail("T009", f"the network differs from the one trained in {run_path}")
+    before = stored.get("config") or {}
+    now = config.model_dump(mode="json")
+    changed = sorted(
+        key
+        for key in set(before) | set(now)
+        if key not in RUNTIME_FIELDS and before.get(key) != now.get(key)
+    )
+    if changed:
+        detail = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        fail(
+            "T009",
+            f"cannot resume {run_path} with a different configuration ({detail})",
+            help="only " + ", ".join(sorted(RUNTIME_FIELDS)) + " may change on resume",
+        )
+
+
+def restore_training(
+    state: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    scaler: torch.amp.GradScaler | None,
+) -> None:
+    """Put a checkpoint back: weights, then (when the phase goes on) optimizer, scaler, RNGs.
+
+    ``optimizer`` is None when the checkpoint ended a phase (greedy starts the next stage with
+    a fresh optimizer) or the whole run.
+    """
+    model.load_state_dict(state["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+    restore_rng(state["rng"])
+
+
+def params_key(config: TrainConfig) -> str:
+    """The results' name for a stage's size, as the glossary defines the words: a nested run
+    reports its anytime params (stages 1..k with their heads), a standalone D_K or an Oracle
+    (both ordinary networks) its params."""
+    plain = config.standalone is not None or config.oracle is not None
+    return "params" if plain else "anytime_params"
+
+
+@dataclass(frozen=True)
+class RunResults:
+    """A finished run's ``results.json``: the last validation and parameter count per stage
+    (anytime params for a nested run, params for a standalone one; see :func:`params_key`)."""
+
+    strategy: str
+    standalone: int | None
+    epochs: int
+    data: str
+    stages: list[StageMetrics]
+    params: list[int]
+    test: list[StageMetrics]
+    """The test split's results, evaluated once when the run finished."""
+    split: SplitRecord | None
+    oracle: OracleCost | None
+
+
+def read_results(path: Path) -> RunResults:
+    """Read ``RUN_DIR/results.json`` (T008 when the run has not finished)."""
+    file = path / RESULTS
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        fail("T008", f"cannot read {file}: {error}", help="a run writes it when it finishes")
+    split, oracle = data.get("data_split"), data.get("oracle")
+    return RunResults(
+        strategy=str(data["strategy"]),
+        standalone=data.get("standalone"),
+        epochs=int(data["epochs"]),
+        data=str(data["data"]),
+        stages=_metrics(data["stages"]),
+        params=[int(row.get("anytime_params", row.get("params"))) for row in data["stages"]],
+        test=_metrics(data.get("test", [])),
+        split=SplitRecord(**split) if split else None,
+        oracle=OracleCost(**oracle) if oracle else None,
+    )
+
+
+def _metrics(rows: list[dict[str, Any]]) -> list[StageMetrics]:
+    keys = ("stage", "label", "top1", "top5", "loss", "count")
+    return [StageMetrics(**{k: row[k] for k in keys}) for row in rows]

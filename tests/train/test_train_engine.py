@@ -162,7 +162,7 @@ def test_tiny_spec_end_to_end(tmp_path) -> None:
         ({"device": "cuda:7"}, "T006", "cuda:7"),
         ({"device": "tpu"}, "T001", "unknown device"),
         ({"amp": "fp16", "device": "cpu"}, "T007", "CUDA"),
-        ({"oracle": 1}, "T015", "ready-made module"),
+        ({"oracle": 1}, "T017", "ready-made module"),
         ({"data": "imagenette"}, "D001", "unknown data source"),
         ({"data": "synthetic:64:7"}, "T011", "7 classes"),
     ],
@@ -224,7 +224,7 @@ def test_compiled_and_toy_networks_satisfy_the_protocol(tmp_path) -> None:
 def test_oracle_and_standalone_exclude_each_other(tmp_path) -> None:
     with pytest.raises(NestError) as caught:
         train(write_tiny_spec(tmp_path), config(oracle=2, standalone=2), progress=False)
-    assert "[T015]" in caught.value.render()
+    assert "[T017]" in caught.value.render()
 
 
 def test_greedy_freezes_batchnorm_of_finished_stages_in_a_compiled_net(tmp_path) -> None:

@@ -124,9 +124,9 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 180.0) -> 
 
 
 def _nestdsl() -> list[str]:
-    """The installed console script (what users run); `python -m nestdsl.train` otherwise."""
+    """The installed console script (what users run); `python -m nestdsl.cli` otherwise."""
     exe = shutil.which("nestdsl", path=str(Path(sys.executable).parent))
-    return [exe, "train"] if exe else [sys.executable, "-m", "nestdsl.train"]
+    return [exe, "train"] if exe else [sys.executable, "-m", "nestdsl.cli", "train"]
 
 
 @pytest.mark.slow
@@ -134,7 +134,7 @@ def test_sigkilled_subprocess_resumes_to_identical_weights(tmp_path) -> None:
     """`nestdsl train` killed mid-epoch, then resumed, ends with an uninterrupted run's weights.
 
     Also the real-process CLI contract: table on stdout, per-epoch lines but no progress bars
-    on a non-terminal stderr, and `python -m nestdsl.train` (the torchrun entry) for resuming.
+    on a non-terminal stderr, and `python -m nestdsl.cli train` (the torchrun entry) for resuming.
     """
     spec = write_tiny_spec(tmp_path)
     options = ["--data", "synthetic:512", "--epochs", "3", "--batch-size", "16", "--device", "cpu"]
@@ -154,7 +154,7 @@ def test_sigkilled_subprocess_resumes_to_identical_weights(tmp_path) -> None:
     assert done < 3
 
     resumed = subprocess.run(
-        [sys.executable, "-m", "nestdsl.train", "--resume", str(tmp_path / "b"), "--quiet"],
+        [sys.executable, "-m", "nestdsl.cli", "train", "--resume", str(tmp_path / "b"), "-q"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -165,7 +165,7 @@ def test_sigkilled_subprocess_resumes_to_identical_weights(tmp_path) -> None:
     out, err = straight.communicate(timeout=300)
     assert straight.returncode == 0, err
     assert "w4" in out and f"run dir: {tmp_path / 'a'}" in out
-    assert "epoch 3:" in err and "\x1b[" not in err and "━" not in err
+    assert "epoch 3/3" in err and "\x1b[" not in err and "━" not in err
 
     a = torch.load(tmp_path / "a" / "final.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "final.pt", weights_only=True)
