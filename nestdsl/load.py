@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from nestdsl.ast import Spec
+from nestdsl import diagnostics
 from nestdsl.checks import check
-from nestdsl.diagnostics import Diagnostic, NestError
+from nestdsl.diagnostics import NestError
 from nestdsl.parse import parse
 
 __all__ = ["load", "loads"]
@@ -20,9 +21,9 @@ __all__ = ["load", "loads"]
 def loads(text: str, path: str = "<string>") -> Spec:
     """Parse and check `.nest` source; raise :class:`NestError` with every error found."""
     spec = parse(text, path)
-    diagnostics = check(spec)
-    if any(d.severity == "error" for d in diagnostics):
-        raise NestError(diagnostics, {path: text})
+    found = check(spec)
+    if any(d.severity == "error" for d in found):
+        raise NestError(found, {path: text})
     return spec
 
 
@@ -33,15 +34,11 @@ def load(path: str | Path) -> Spec:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         reason = _reason(error)
-        raise NestError(
-            [
-                Diagnostic(
-                    code="E006",
-                    message=f"cannot read spec file `{display}`: {reason}",
-                    help="check the path; spec files are UTF-8 text ending in `.nest`",
-                )
-            ]
-        ) from None
+        diagnostics.fail(
+            code="E006",
+            message=f"cannot read spec file `{display}`: {reason}",
+            help="check the path; spec files are UTF-8 text ending in `.nest`",
+        )
     return loads(text, display)
 
 

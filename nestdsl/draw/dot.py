@@ -130,7 +130,7 @@ def _cluster_of(box: Box) -> str | None:
     """Blocks get a cluster each; stem layers share one; input, exits and heads none."""
     if box.block is not None:
         return box.block
-    return "stem" if box.output.id.startswith("stem") else None
+    return "stem" if box.output.part in ("stem", "pool") else None
 
 
 def _edge_line(edge: Edge) -> str:
@@ -158,7 +158,7 @@ def _rank_groups(ir: NestIR, drawn: list[Box]) -> list[str]:
     lines = []
     transitions: dict[str | None, list[str]] = {}
     for box in drawn:
-        if box.block is not None and box.output.id.startswith(f"{box.block}.trans"):
+        if box.block is not None and box.output.part == "transition":
             transitions.setdefault(box.block, []).append(box.id)
     for ids in transitions.values():
         if len(ids) > 1:

@@ -9,12 +9,9 @@ skip connections, and depth-interlaced layers are the point of the picture).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from nestdsl.ir.model import Layer, NestIR
-
-_UNIT = re.compile(r"^(?P<position>\d+)(?:\.(?P<part>\w+))?$")
 
 Unit = tuple[Layer, ...]
 """The layers of one repeated unit of a block: a residual unit, or one plain/sparse layer."""
@@ -58,12 +55,9 @@ class Edge:
 
 def unit_key(layer: Layer) -> tuple[str, int, str] | None:
     """(block, position, part) for layers of repeated units (`s1.3.conv1`, `s1.3`), else None."""
-    if layer.block is None or not layer.id.startswith(layer.block + "."):
+    if layer.block is None or not layer.position:
         return None
-    match = _UNIT.match(layer.id[len(layer.block) + 1 :])
-    if match is None:
-        return None
-    return layer.block, int(match["position"]), match["part"] or ""
+    return layer.block, layer.position, layer.part
 
 
 def _signature(unit: Unit) -> tuple[tuple[object, ...], ...]:

@@ -79,6 +79,8 @@ class Builder:
         relu: bool = False,
         block: str | None = None,
         level: int = 1,
+        position: int = 0,
+        part: str = "",
         split: bool = True,
     ) -> Feature:
         """Create a layer reading ``feature``; return its output as a feature."""
@@ -107,8 +109,15 @@ class Builder:
             relu=relu,
             block=block,
             level=level,
+            unit=self.spec_kind(block) if position else "",
+            position=position,
+            part=part,
         )
         return Feature((layer_id,), "sum", channels, size)
+
+    def spec_kind(self, block: str | None) -> str:
+        """The unit kind of block ``block`` (the block kind of the spec)."""
+        return next(b.kind for b in self.spec.blocks if b.name == block)
 
     def conv(
         self,
@@ -123,6 +132,8 @@ class Builder:
         label: str,
         level: int = 1,
         stage: int | None = None,
+        position: int = 0,
+        part: str = "",
     ) -> Feature:
         return self.add(
             layer_id,
@@ -137,6 +148,8 @@ class Builder:
             relu=relu,
             block=block.name,
             level=level,
+            position=position,
+            part=part,
         )
 
 
@@ -153,6 +166,7 @@ def build_ir(spec: Spec) -> NestIR:
         stage=1,
         span=shape.span,
         label=f"input {shape.channels}×{shape.height}×{shape.width}",
+        part="input",
         split=False,
     )
     stem = spec.stem
@@ -167,6 +181,7 @@ def build_ir(spec: Spec) -> NestIR:
         kernel=stem.kernel,
         stride=stem.stride,
         relu=True,
+        part="stem",
     )
     if stem.pool == "max":
         feature = builder.add(
@@ -179,6 +194,7 @@ def build_ir(spec: Spec) -> NestIR:
             label="stem max-pool 3×3/2",
             kernel=3,
             stride=2,
+            part="pool",
         )
     levels = 1 if plan.cascade else plan.depth_levels
     features = [feature] * levels
@@ -207,6 +223,7 @@ def _head(builder: Builder, stage: int, feature: Feature) -> str:
         stage=stage,
         span=head.span,
         label=f"head {builder.plan.labels[stage - 1]} (stage {stage})",
+        part="head",
         split=False,
     )
     return layer_id
@@ -241,6 +258,7 @@ def _cascade_heads(builder: Builder) -> tuple[str, ...]:
                 label=f"exit {stage} branch conv 3×3",
                 kernel=3,
                 relu=True,
+                part="exit",
             )
         heads.append(_head(builder, stage, feature))
     return tuple(heads)
@@ -266,18 +284,20 @@ def _plain_block(builder: Builder, block: Block, features: list[Feature]) -> lis
             stride=block.stride if r == 1 else 1,
             block=block,
             label=f"{block.name} layer {r} conv 3×3",
+            position=r,
         )
         builder.trunk.append(feature)
     return [feature]
 
 
 def _shortcut(
-    builder: Builder, block: Block, unit: str, feature: Feature, channels: int, stride: int
+    builder: Builder, block: Block, position: int, feature: Feature, channels: int, stride: int
 ) -> Feature:
     """Identity when shapes allow, else a 1×1 projection (conv + BN)."""
     identity = stride == 1 and feature.channels == channels
     if identity and (len(feature.sources) == 1 or feature.agg == "sum"):
         return feature
+    unit = f"{block.name}.{position}"
     return builder.conv(
         f"{unit}.proj",
         feature,
@@ -287,19 +307,22 @@ def _shortcut(
         relu=False,
         block=block,
         label=f"{unit} projection 1×1/{stride}",
+        position=position,
+        part="proj",
     )
 
 
 def _residual_unit(
     builder: Builder,
     block: Block,
-    unit: str,
+    position: int,
     feature: Feature,
     convs: Sequence[tuple[str, int, int, int, bool]],
     stride: int,
 ) -> Feature:
     """A residual unit: a chain of convs (name, kernel, channels, stride, relu) + shortcut."""
-    shortcut = _shortcut(builder, block, unit, feature, convs[-1][2], stride)
+    unit = f"{block.name}.{position}"
+    shortcut = _shortcut(builder, block, position, feature, convs[-1][2], stride)
     main = feature
     for name, kernel, channels, conv_stride, relu in convs:
         main = builder.conv(
@@ -312,6 +335,8 @@ def _residual_unit(
             block=block,
             label=f"{unit} {name} {kernel}×{kernel}"
             + (f"/{conv_stride}" if conv_stride > 1 else ""),
+            position=position,
+            part=name,
         )
     summed = Feature(main.sources + shortcut.sources, "sum", main.channels, main.size)
     return builder.add(
@@ -324,6 +349,8 @@ def _residual_unit(
         label=f"{unit} residual add + ReLU",
         relu=True,
         block=block.name,
+        position=position,
+        part="add",
     )
 
 
@@ -334,7 +361,7 @@ def _basic_block(builder: Builder, block: Block, features: list[Feature]) -> lis
         builder.position += 1
         stride = block.stride if r == 1 else 1
         convs = [("conv1", 3, c, stride, True), ("conv2", 3, c, 1, False)]
-        feature = _residual_unit(builder, block, f"{block.name}.{r}", feature, convs, stride)
+        feature = _residual_unit(builder, block, r, feature, convs, stride)
         builder.trunk.append(feature)
     return [feature]
 
@@ -350,7 +377,7 @@ def _bottleneck_block(builder: Builder, block: Block, features: list[Feature]) -
             ("conv2", 3, c, stride, True),
             ("conv3", 1, out, 1, False),
         ]
-        feature = _residual_unit(builder, block, f"{block.name}.{r}", feature, convs, stride)
+        feature = _residual_unit(builder, block, r, feature, convs, stride)
         builder.trunk.append(feature)
     return [feature]
 
@@ -396,6 +423,7 @@ def _sparse_block(builder: Builder, block: Block, features: list[Feature]) -> li
                 + (f" (level {level})" if levels > 1 else ""),
                 level=level,
                 stage=builder.stage_of(level, first_stage_position),
+                part="transition",
             )
         inputs.append(feature)
 
@@ -419,6 +447,7 @@ def _sparse_block(builder: Builder, block: Block, features: list[Feature]) -> li
             label=f"{block.name} layer {position} conv 3×3"
             + (f" (level {level})" if levels > 1 else ""),
             level=level,
+            position=position,
         )
         if levels == 1:  # what a cascade exit after this layer reads: the aggregate so far
             builder.trunk.append(merge([at(1, i) for i in _sparse_sources(position + 1)], agg))

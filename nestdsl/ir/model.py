@@ -53,6 +53,16 @@ class Layer:
     relu: bool = False
     block: str | None = None
     level: int = 1
+    """The depth level that introduces the layer (1 without depth nesting)."""
+    unit: str = ""
+    """The kind of repeated unit the layer belongs to (`basic`, `sparse_resnet` ...); empty
+    for layers outside repeated units."""
+    position: int = 0
+    """The 1-based position of the layer's repeated unit in its block; 0 outside units."""
+    part: str = ""
+    """The layer's role. Inside a unit: its name there (`conv1`, `proj`, `add`), empty when
+    the layer is the whole unit. Outside: `input`, `stem`, `pool`, `transition`, `exit`,
+    `head`. Consumers (drawing) read structure from these fields, never from ids."""
 
     @property
     def channels(self) -> int:

@@ -137,7 +137,7 @@ class Arguments:
     def _expect_name(self, spec: Field, item: Item) -> str:
         expr = item.expr
         if expr.data != "name":
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E104",
                 f"`{spec.name}` of {self.subject} must be a name, got `{self._text(item)}`",
                 item.span,
@@ -145,7 +145,7 @@ class Arguments:
             )
         name = str(expr.children[0])
         if spec.choices and name not in spec.choices:
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E106",
                 f"unknown {self._label(spec)} `{name}` in {self.subject}",
                 item.span,
@@ -166,7 +166,7 @@ class Arguments:
     def _check_int(self, name: str, value: Value, span: Span, expr: Tree) -> int:
         if not isinstance(value, int):
             divided = any(t.data == "div" for t in expr.iter_subtrees())
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E104",
                 f"`{name}` of {self.subject} must be an integer, "
                 f"got {type_name(value)} `{show(value)}`",
@@ -174,7 +174,7 @@ class Arguments:
                 _int_help(value, divided),
             )
         if value < 1:
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E201",
                 f"`{name}` of {self.subject} must be a positive integer, got {value}",
                 span,
@@ -185,7 +185,7 @@ class Arguments:
     def _expect_shape(self, spec: Field, item: Item) -> tuple[int, int, int]:
         value = evaluate(self.ctx, item.expr)
         if not isinstance(value, tuple) or len(value) != 3:
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E104",
                 f"`{spec.name}` of {self.subject} must be a tuple of 3 integers "
                 f"(channels, height, width), got {type_name(value)}",

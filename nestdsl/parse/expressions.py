@@ -53,7 +53,7 @@ def evaluate(ctx: Context, expr: Tree) -> Value:
         (token,) = expr.children
         name = str(token)
         if name not in ctx.params:
-            raise ctx.undefined(name, span)
+            ctx.undefined(name, span)
         return ctx.params[name]
     if data == "paren":
         (inner,) = expr.children
@@ -76,11 +76,11 @@ def arithmetic(
     if symbol == "+" and isinstance(a, str) and isinstance(b, str):
         return a + b
     if not (isinstance(a, numbers) and isinstance(b, numbers)):
-        raise ctx.fail(
+        ctx.fail(
             "E104",
             f"`{symbol}` needs two numbers, got {type_name(a)} and {type_name(b)}",
             span,
         )
     if symbol in ("/", "//") and b == 0:
-        raise ctx.fail("E202", "division by zero", right, "the divisor is 0")
+        ctx.fail("E202", "division by zero", right, "the divisor is 0")
     return operation(a, b)

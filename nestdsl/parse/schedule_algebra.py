@@ -51,7 +51,7 @@ class _ScheduleEvaluator:
     def steps(self, item: Item) -> tuple[GrowthStep, ...]:
         value = self.eval(item.expr)
         if not isinstance(value, _Steps):
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E104",
                 f"a schedule item must be growth steps, got the integer {value}",
                 item.span,
@@ -63,7 +63,7 @@ class _ScheduleEvaluator:
         span = node_span(self.ctx.path, expr)
         handler = self._handlers.get(expr.data)
         if handler is None:
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E104",
                 f"the schedule cannot use {_LITERAL_WORDS.get(expr.data, f'`{expr.data}`')} here",
                 span,
@@ -84,10 +84,10 @@ class _ScheduleEvaluator:
         if name in GROWTH_KINDS:
             return _Steps((GrowthStep(span=span, kinds=(name,)),))
         if name not in self.ctx.params:
-            raise self.ctx.undefined(name, span, GROWTH_KINDS)
+            self.ctx.undefined(name, span, GROWTH_KINDS)
         value = self.ctx.params[name]
         if not isinstance(value, int):
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E104",
                 f"parameter `{name}` is used as a schedule count but is {type_name(value)}",
                 span,
@@ -100,7 +100,7 @@ class _ScheduleEvaluator:
             assert isinstance(child, Tree)
             value = self.eval(child)
             if not isinstance(value, _Steps):
-                raise self.ctx.fail(
+                self.ctx.fail(
                     "E104",
                     f"a schedule sequence holds growth steps, got the integer {value}",
                     node_span(self.ctx.path, child),
@@ -119,7 +119,7 @@ class _ScheduleEvaluator:
             and len(right.steps) == 1
         )
         if not single:
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E104",
                 "`+` joins single growth steps into one simultaneous step",
                 span,
@@ -134,7 +134,7 @@ class _ScheduleEvaluator:
         if isinstance(left, int) and isinstance(right, int):
             return left * right
         if isinstance(left, _Steps) and isinstance(right, _Steps):
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E104",
                 "`*` repeats growth steps a number of times; it cannot multiply two steps",
                 span,
@@ -146,14 +146,14 @@ class _ScheduleEvaluator:
             children = expr.children
             count_node = children[1] if isinstance(left, _Steps) else children[0]
             assert isinstance(count_node, Tree)
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E308",
                 f"a schedule repetition count must be a positive integer, got {count}",
                 node_span(self.ctx.path, count_node),
                 "drop the step or repeat it at least once",
             )
         if len(steps.steps) * count > MAX_STEPS:
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E309",
                 f"this repetition makes {len(steps.steps) * count} growth steps, "
                 f"more than the {MAX_STEPS} supported",
@@ -167,7 +167,7 @@ class _ScheduleEvaluator:
         left, right = self._operands(expr)
         symbol, operation = OPERATIONS[expr.data]
         if not (isinstance(left, int) and isinstance(right, int)):
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E104",
                 f"`{symbol}` cannot be applied to growth steps",
                 span,
@@ -179,7 +179,7 @@ class _ScheduleEvaluator:
             self.ctx, symbol, operation, left, right, span, node_span(self.ctx.path, right_node)
         )
         if not isinstance(value, int):
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E104", "schedule counts must be integers", span, "use `//` for division"
             )
         return value
