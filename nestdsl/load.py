@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nestdsl.ast import Spec
 from nestdsl import diagnostics
+from nestdsl.ast import Spec
 from nestdsl.checks import check
 from nestdsl.diagnostics import NestError
 from nestdsl.parse import parse

@@ -179,9 +179,7 @@ class _ScheduleEvaluator:
             self.ctx, symbol, operation, left, right, span, node_span(self.ctx.path, right_node)
         )
         if not isinstance(value, int):
-            self.ctx.fail(
-                "E104", "schedule counts must be integers", span, "use `//` for division"
-            )
+            self.ctx.fail("E104", "schedule counts must be integers", span, "use `//` for division")
         return value
 
     def _operands(self, expr: Tree) -> tuple[_ScheduleValue, _ScheduleValue]:
