@@ -8,7 +8,6 @@ into stripes whose units get ``max(layer stage, stripe stage)``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -16,8 +15,44 @@ import networkx as nx
 
 from nestdsl.ast import Block, Spec
 from nestdsl.diagnostics import Span
-from nestdsl.ir.model import CHANNELWISE_OPS, Agg, Layer, NestIR, Op
+from nestdsl.ir.model import Activation, Agg, Layer, NestIR, Op
 from nestdsl.schedule import StagePlan, expand
+
+
+@dataclass(frozen=True)
+class Attrs:
+    """What an op computes: the operation attributes of :class:`Layer` (see there)."""
+
+    kernel: int = 1
+    stride: int = 1
+    padding: int = 0
+    dilation: int = 1
+    groups: int = 1
+    bias: bool = False
+    bn: bool = False
+    act: Activation = "identity"
+    output_size: int = 0
+    dropout: float = 0.0
+    hidden: tuple[int, ...] = ()
+
+    def output(self, size: tuple[int, int]) -> tuple[int, int]:
+        """The output resolution for an input of ``size`` (convolution arithmetic)."""
+        if self.output_size:
+            return (self.output_size, self.output_size)
+        reach = self.dilation * (self.kernel - 1) + 1
+        height, width = ((n + 2 * self.padding - reach) // self.stride + 1 for n in size)
+        return (height, width)
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a layer sits: the structural fields of :class:`Layer` (see there)."""
+
+    block: str | None = None
+    level: int = 1
+    unit: str = ""
+    position: int = 0
+    part: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,13 +109,8 @@ class Builder:
         stage: int,
         span: Span,
         label: str,
-        kernel: int = 1,
-        stride: int = 1,
-        relu: bool = False,
-        block: str | None = None,
-        level: int = 1,
-        position: int = 0,
-        part: str = "",
+        attrs: Attrs = Attrs(),
+        place: Place = Place(),
         split: bool = True,
     ) -> Feature:
         """Create a layer reading ``feature``; return its output as a feature."""
@@ -89,10 +119,6 @@ class Builder:
             stripe_stages = tuple(max(stage, s) for s in self.plan.stripe_stages)
         else:
             stripes, stripe_stages = (channels,), (stage,)
-        height, width = feature.size
-        size = (math.ceil(height / stride), math.ceil(width / stride))
-        if op == "head":
-            size = (1, 1)
         self.layers[layer_id] = Layer(
             id=layer_id,
             op=op,
@@ -101,23 +127,27 @@ class Builder:
             agg=feature.agg,
             stripes=stripes,
             stripe_stages=stripe_stages,
-            size=size,
+            size=(1, 1) if op == "head" else attrs.output(feature.size),
             span=span,
             label=label,
-            kernel=kernel,
-            stride=stride,
-            relu=relu,
-            block=block,
-            level=level,
-            unit=self.spec_kind(block) if position else "",
-            position=position,
-            part=part,
+            kernel=attrs.kernel,
+            stride=attrs.stride,
+            padding=attrs.padding,
+            dilation=attrs.dilation,
+            groups=attrs.groups,
+            bias=attrs.bias,
+            bn=attrs.bn,
+            act=attrs.act,
+            output_size=attrs.output_size,
+            dropout=attrs.dropout,
+            hidden=attrs.hidden,
+            block=place.block,
+            level=place.level,
+            unit=place.unit,
+            position=place.position,
+            part=place.part,
         )
-        return Feature((layer_id,), "sum", channels, size)
-
-    def spec_kind(self, block: str | None) -> str:
-        """The unit kind of block ``block`` (the block kind of the spec)."""
-        return next(b.kind for b in self.spec.blocks if b.name == block)
+        return Feature((layer_id,), "sum", channels, self.layers[layer_id].size)
 
     def conv(
         self,
@@ -127,7 +157,7 @@ class Builder:
         *,
         kernel: int,
         stride: int = 1,
-        relu: bool = True,
+        act: Activation = "relu",
         block: Block,
         label: str,
         level: int = 1,
@@ -135,6 +165,7 @@ class Builder:
         position: int = 0,
         part: str = "",
     ) -> Feature:
+        """A built-in kind's convolution: conv, BatchNorm, optional ReLU, "same" padding."""
         return self.add(
             layer_id,
             "conv",
@@ -143,13 +174,8 @@ class Builder:
             stage=self.stage_of(level) if stage is None else stage,
             span=block.span,
             label=label,
-            kernel=kernel,
-            stride=stride,
-            relu=relu,
-            block=block.name,
-            level=level,
-            position=position,
-            part=part,
+            attrs=Attrs(kernel=kernel, stride=stride, padding=kernel // 2, bn=True, act=act),
+            place=Place(block.name, level, block.kind if position else "", position, part),
         )
 
 
@@ -166,7 +192,7 @@ def build_ir(spec: Spec) -> NestIR:
         stage=1,
         span=shape.span,
         label=f"input {shape.channels}×{shape.height}×{shape.width}",
-        part="input",
+        place=Place(part="input"),
         split=False,
     )
     stem = spec.stem
@@ -178,10 +204,10 @@ def build_ir(spec: Spec) -> NestIR:
         stage=1,
         span=stem.span,
         label=f"stem conv {stem.kernel}×{stem.kernel}/{stem.stride}",
-        kernel=stem.kernel,
-        stride=stem.stride,
-        relu=True,
-        part="stem",
+        attrs=Attrs(
+            kernel=stem.kernel, stride=stem.stride, padding=stem.kernel // 2, bn=True, act="relu"
+        ),
+        place=Place(part="stem"),
     )
     if stem.pool == "max":
         feature = builder.add(
@@ -192,9 +218,8 @@ def build_ir(spec: Spec) -> NestIR:
             stage=1,
             span=stem.span_of("pool"),
             label="stem max-pool 3×3/2",
-            kernel=3,
-            stride=2,
-            part="pool",
+            attrs=Attrs(kernel=3, stride=2, padding=1),
+            place=Place(part="pool"),
         )
     levels = 1 if plan.cascade else plan.depth_levels
     features = [feature] * levels
@@ -223,7 +248,8 @@ def _head(builder: Builder, stage: int, feature: Feature) -> str:
         stage=stage,
         span=head.span,
         label=f"head {builder.plan.labels[stage - 1]} (stage {stage})",
-        part="head",
+        attrs=Attrs(output_size=1),
+        place=Place(part="head"),
         split=False,
     )
     return layer_id
@@ -256,9 +282,8 @@ def _cascade_heads(builder: Builder) -> tuple[str, ...]:
                 stage=stage,
                 span=builder.spec.schedule.span,
                 label=f"exit {stage} branch conv 3×3",
-                kernel=3,
-                relu=True,
-                part="exit",
+                attrs=Attrs(kernel=3, padding=1, bn=True, act="relu"),
+                place=Place(part="exit"),
             )
         heads.append(_head(builder, stage, feature))
     return tuple(heads)
@@ -304,7 +329,7 @@ def _shortcut(
         channels,
         kernel=1,
         stride=stride,
-        relu=False,
+        act="identity",
         block=block,
         label=f"{unit} projection 1×1/{stride}",
         position=position,
@@ -312,26 +337,30 @@ def _shortcut(
     )
 
 
+ConvStep = tuple[str, int, int, int, Activation]
+"""A residual unit's convolution: name, kernel, channels, stride, activation."""
+
+
 def _residual_unit(
     builder: Builder,
     block: Block,
     position: int,
     feature: Feature,
-    convs: Sequence[tuple[str, int, int, int, bool]],
+    convs: Sequence[ConvStep],
     stride: int,
 ) -> Feature:
-    """A residual unit: a chain of convs (name, kernel, channels, stride, relu) + shortcut."""
+    """A residual unit: a chain of convs (name, kernel, channels, stride, activation) + shortcut."""
     unit = f"{block.name}.{position}"
     shortcut = _shortcut(builder, block, position, feature, convs[-1][2], stride)
     main = feature
-    for name, kernel, channels, conv_stride, relu in convs:
+    for name, kernel, channels, conv_stride, act in convs:
         main = builder.conv(
             f"{unit}.{name}",
             main,
             channels,
             kernel=kernel,
             stride=conv_stride,
-            relu=relu,
+            act=act,
             block=block,
             label=f"{unit} {name} {kernel}×{kernel}"
             + (f"/{conv_stride}" if conv_stride > 1 else ""),
@@ -347,10 +376,8 @@ def _residual_unit(
         stage=builder.stage_of(1),
         span=block.span,
         label=f"{unit} residual add + ReLU",
-        relu=True,
-        block=block.name,
-        position=position,
-        part="add",
+        attrs=Attrs(act="relu"),
+        place=Place(block.name, 1, block.kind, position, "add"),
     )
 
 
@@ -360,7 +387,7 @@ def _basic_block(builder: Builder, block: Block, features: list[Feature]) -> lis
     for r in range(1, block.count + 1):
         builder.position += 1
         stride = block.stride if r == 1 else 1
-        convs = [("conv1", 3, c, stride, True), ("conv2", 3, c, 1, False)]
+        convs: list[ConvStep] = [("conv1", 3, c, stride, "relu"), ("conv2", 3, c, 1, "identity")]
         feature = _residual_unit(builder, block, r, feature, convs, stride)
         builder.trunk.append(feature)
     return [feature]
@@ -372,10 +399,10 @@ def _bottleneck_block(builder: Builder, block: Block, features: list[Feature]) -
     for r in range(1, block.count + 1):
         builder.position += 1
         stride = block.stride if r == 1 else 1
-        convs = [
-            ("conv1", 1, c, 1, True),
-            ("conv2", 3, c, stride, True),
-            ("conv3", 1, out, 1, False),
+        convs: list[ConvStep] = [
+            ("conv1", 1, c, 1, "relu"),
+            ("conv2", 3, c, stride, "relu"),
+            ("conv3", 1, out, 1, "identity"),
         ]
         feature = _residual_unit(builder, block, r, feature, convs, stride)
         builder.trunk.append(feature)
@@ -483,7 +510,7 @@ def _unit_graph(layers: dict[str, Layer]) -> nx.DiGraph:
         for source_id in layer.inputs:
             source = layers[source_id]
             for j, dst_stage in enumerate(layer.stripe_stages):
-                stripes = [j] if layer.op in CHANNELWISE_OPS else range(len(source.stripes))
+                stripes = [j] if layer.channelwise else range(len(source.stripes))
                 for i in stripes:
                     if source.stripe_stages[i] <= dst_stage:
                         graph.add_edge((source_id, i), (layer.id, j))

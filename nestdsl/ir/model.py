@@ -21,12 +21,17 @@ import networkx as nx
 
 from nestdsl.diagnostics import Span
 
-Op = Literal["input", "conv", "add", "maxpool", "head"]
+Op = Literal["input", "conv", "bn", "act", "add", "maxpool", "avgpool", "dropout", "head"]
 Agg = Literal["sum", "concat"]
+Activation = Literal[
+    "identity", "relu", "relu6", "silu", "gelu", "hardswish", "sigmoid", "hardsigmoid"
+]
 UnitId = tuple[str, int]
 
-CHANNELWISE_OPS: frozenset[str] = frozenset({"add", "maxpool"})
-"""Ops whose stripe j reads only stripe j of each input (no mixing across channels)."""
+CHANNELWISE_OPS: frozenset[str] = frozenset({"bn", "act", "add", "maxpool", "avgpool", "dropout"})
+"""Ops whose stripe j reads only stripe j of each input (no mixing across channels).
+A grouped convolution is channel-wise too, at the granularity of stripes (see
+:attr:`Layer.channelwise`)."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,22 @@ class Layer:
     label: str
     kernel: int = 1
     stride: int = 1
-    relu: bool = False
+    padding: int = 0
+    dilation: int = 1
+    groups: int = 1
+    """Convolution groups; > 1 only with stripes that hold whole groups (checked)."""
+    bias: bool = False
+    bn: bool = False
+    """A convolution followed by BatchNorm (fused into one layer)."""
+    act: Activation = "identity"
+    """The activation applied last (after the BatchNorm, the sum or the pooling)."""
+    output_size: int = 0
+    """Adaptive pooling's output size (square); 0 for fixed-kernel pooling. Heads: the
+    size their input is pooled to before flattening (1 = global average pooling)."""
+    dropout: float = 0.0
+    """Dropout probability (`dropout` layers; heads: before each linear layer)."""
+    hidden: tuple[int, ...] = ()
+    """Heads only: widths of hidden linear layers (each followed by ReLU)."""
     block: str | None = None
     level: int = 1
     """The depth level that introduces the layer (1 without depth nesting)."""
@@ -67,6 +87,15 @@ class Layer:
     @property
     def channels(self) -> int:
         return sum(self.stripes)
+
+    @property
+    def relu(self) -> bool:
+        return self.act == "relu"
+
+    @property
+    def channelwise(self) -> bool:
+        """Stripe j reads only stripe j of each input (channel-wise ops, grouped convs)."""
+        return self.op in CHANNELWISE_OPS or self.groups > 1
 
     def offsets(self) -> tuple[int, ...]:
         """Channel offset of each stripe inside the layer's output."""
