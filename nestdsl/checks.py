@@ -51,11 +51,11 @@ def _unique_block_names(spec: Spec) -> list[Diagnostic]:
 def _spatial_size(spec: Spec) -> list[Diagnostic]:
     """Every downsampling layer needs at least `stride` pixels, or the image collapses."""
     size = min(spec.input.height, spec.input.width)
-    layers: list[tuple[str, int, Span]] = [
-        ("the stem", spec.stem.stride, spec.stem.span_of("stride"))
-    ]
-    if spec.stem.pool == "max":
-        layers.append(("the stem's max-pool", 2, spec.stem.span_of("pool")))
+    layers: list[tuple[str, int, Span]] = []
+    if spec.stem is not None:
+        layers.append(("the stem", spec.stem.stride, spec.stem.span_of("stride")))
+        if spec.stem.pool == "max":
+            layers.append(("the stem's max-pool", 2, spec.stem.span_of("pool")))
     layers += [(f"block `{b.name}`", b.stride, b.span_of("stride")) for b in spec.blocks]
     for what, stride, span in layers:
         if stride > size:
@@ -139,8 +139,10 @@ def _width_divisible(spec: Spec, plan: StagePlan) -> list[Diagnostic]:
         return []
     ratios = ":".join(str(r) for r in plan.stripe_ratios)
     schedule = _schedule_text(spec)
-    layers = [("the stem", spec.stem.channels, spec.stem.span_of("channels"))]
-    layers += [(f"block `{b.name}`", b.channels, b.span_of("channels")) for b in spec.blocks]
+    layers = [("the stem", spec.stem.channels, spec.stem.span_of("channels"))] if spec.stem else []
+    layers += [
+        (f"block `{b.name}`", b.channels, b.span_of("channels")) for b in spec.blocks if b.builtin
+    ]
     return [
         error(
             "E301",
@@ -162,7 +164,19 @@ def _depth_blocks(spec: Spec, plan: StagePlan) -> list[Diagnostic]:
     multiple = 2 ** (levels - 1)
     out = []
     for block in spec.blocks:
-        if block.kind not in SPARSE_KINDS:
+        if not block.builtin and block.connect == "chain":
+            out.append(
+                error(
+                    "E302",
+                    f"block `{block.name}` is a chain of `{block.kind}` units, but {schedule} "
+                    "nests depth by interlacing: a level keeps every 2nd, 4th ... unit, and in "
+                    "a chain each unit reads only the one before it, which a shallower level "
+                    "would not have",
+                    block.span_of("kind"),
+                    "add `connect=sparse` or `connect=dense` to the block, or nest by `width`",
+                )
+            )
+        elif block.builtin and block.kind not in SPARSE_KINDS:
             out.append(
                 error(
                     "E302",

@@ -13,6 +13,7 @@ from nestdsl import diagnostics
 from nestdsl.ast import Spec
 from nestdsl.checks import check
 from nestdsl.diagnostics import NestError
+from nestdsl.ir.build import build_ir
 from nestdsl.parse import parse
 
 __all__ = ["load", "loads"]
@@ -24,6 +25,11 @@ def loads(text: str, path: str = "<string>") -> Spec:
     found = check(spec)
     if any(d.severity == "error" for d in found):
         raise NestError(found, {path: text})
+    if spec.units:  # unit bodies are evaluated per instance: lower once to report their errors
+        try:
+            build_ir(spec)
+        except NestError as error:
+            raise NestError(error.diagnostics, {path: text}) from None
     return spec
 
 

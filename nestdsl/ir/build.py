@@ -1,6 +1,7 @@
 """Lower a checked AST into the graph IR: layers, stages, and the pruned unit graph.
 
-Block kinds are lowered by a dispatch table (:data:`BLOCK_BUILDERS`). Every layer is given
+Built-in block kinds are lowered by a dispatch table (:data:`BLOCK_BUILDERS`), blocks of
+user-defined units by :mod:`nestdsl.ir.units`. Every layer is given
 its stage when it is created: the stage of its depth level for interlaced depth nesting, of
 its cascade exit for the EANN baseline, 1 otherwise; width nesting then splits each layer
 into stripes whose units get ``max(layer stage, stripe stage)``.
@@ -9,174 +10,14 @@ into stripes whose units get ``max(layer stage, stripe stage)``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import networkx as nx
 
-from nestdsl.ast import Block, Spec
-from nestdsl.diagnostics import Span
-from nestdsl.ir.model import Activation, Agg, Layer, NestIR, Op
-from nestdsl.schedule import StagePlan, expand
-
-
-@dataclass(frozen=True)
-class Attrs:
-    """What an op computes: the operation attributes of :class:`Layer` (see there)."""
-
-    kernel: int = 1
-    stride: int = 1
-    padding: int = 0
-    dilation: int = 1
-    groups: int = 1
-    bias: bool = False
-    bn: bool = False
-    act: Activation = "identity"
-    output_size: int = 0
-    dropout: float = 0.0
-    hidden: tuple[int, ...] = ()
-
-    def output(self, size: tuple[int, int]) -> tuple[int, int]:
-        """The output resolution for an input of ``size`` (convolution arithmetic)."""
-        if self.output_size:
-            return (self.output_size, self.output_size)
-        reach = self.dilation * (self.kernel - 1) + 1
-        height, width = ((n + 2 * self.padding - reach) // self.stride + 1 for n in size)
-        return (height, width)
-
-
-@dataclass(frozen=True)
-class Place:
-    """Where a layer sits: the structural fields of :class:`Layer` (see there)."""
-
-    block: str | None = None
-    level: int = 1
-    unit: str = ""
-    position: int = 0
-    part: str = ""
-
-
-@dataclass(frozen=True)
-class Feature:
-    """A tensor as a consumer sees it: one or more layers, combined by ``agg``."""
-
-    sources: tuple[str, ...]
-    agg: Agg
-    channels: int
-    size: tuple[int, int]
-
-
-def merge(features: Sequence[Feature], agg: Agg) -> Feature:
-    """Aggregate several single-layer features (a SparseNet layer's input)."""
-    channels = features[0].channels if agg == "sum" else sum(f.channels for f in features)
-    sources = tuple(s for f in features for s in f.sources)
-    return Feature(sources, agg, channels, features[0].size)
-
-
-class Builder:
-    """Accumulates layers in topological order while the blocks are lowered."""
-
-    def __init__(self, spec: Spec, plan: StagePlan):
-        self.spec = spec
-        self.plan = plan
-        self.layers: dict[str, Layer] = {}
-        self.position = 0
-        """Trunk position of the repeated unit being lowered (1-based; 0 = stem)."""
-        self.trunk: list[Feature] = []
-        """The feature after each trunk position, for cascade exits (single-level nets only)."""
-        total = sum(block.count for block in spec.blocks)
-        self.exit_positions = tuple(
-            total // 2 ** (plan.depth_levels - e) for e in range(1, plan.depth_levels + 1)
-        )
-
-    def stage_of(self, level: int, position: int | None = None) -> int:
-        """The stage of a layer of depth ``level`` at trunk ``position``."""
-        if not self.plan.cascade:
-            return self.plan.level_stages[level - 1]
-        position = self.position if position is None else position
-        exit_index = next(
-            (i for i, p in enumerate(self.exit_positions) if position <= p),
-            len(self.exit_positions) - 1,
-        )
-        return self.plan.level_stages[exit_index]
-
-    def add(
-        self,
-        layer_id: str,
-        op: Op,
-        feature: Feature,
-        channels: int,
-        *,
-        stage: int,
-        span: Span,
-        label: str,
-        attrs: Attrs = Attrs(),
-        place: Place = Place(),
-        split: bool = True,
-    ) -> Feature:
-        """Create a layer reading ``feature``; return its output as a feature."""
-        if split:
-            stripes = self.plan.stripe_channels(channels)
-            stripe_stages = tuple(max(stage, s) for s in self.plan.stripe_stages)
-        else:
-            stripes, stripe_stages = (channels,), (stage,)
-        self.layers[layer_id] = Layer(
-            id=layer_id,
-            op=op,
-            stage=stage,
-            inputs=feature.sources,
-            agg=feature.agg,
-            stripes=stripes,
-            stripe_stages=stripe_stages,
-            size=(1, 1) if op == "head" else attrs.output(feature.size),
-            span=span,
-            label=label,
-            kernel=attrs.kernel,
-            stride=attrs.stride,
-            padding=attrs.padding,
-            dilation=attrs.dilation,
-            groups=attrs.groups,
-            bias=attrs.bias,
-            bn=attrs.bn,
-            act=attrs.act,
-            output_size=attrs.output_size,
-            dropout=attrs.dropout,
-            hidden=attrs.hidden,
-            block=place.block,
-            level=place.level,
-            unit=place.unit,
-            position=place.position,
-            part=place.part,
-        )
-        return Feature((layer_id,), "sum", channels, self.layers[layer_id].size)
-
-    def conv(
-        self,
-        layer_id: str,
-        feature: Feature,
-        channels: int,
-        *,
-        kernel: int,
-        stride: int = 1,
-        act: Activation = "relu",
-        block: Block,
-        label: str,
-        level: int = 1,
-        stage: int | None = None,
-        position: int = 0,
-        part: str = "",
-    ) -> Feature:
-        """A built-in kind's convolution: conv, BatchNorm, optional ReLU, "same" padding."""
-        return self.add(
-            layer_id,
-            "conv",
-            feature,
-            channels,
-            stage=self.stage_of(level) if stage is None else stage,
-            span=block.span,
-            label=label,
-            attrs=Attrs(kernel=kernel, stride=stride, padding=kernel // 2, bn=True, act=act),
-            place=Place(block.name, level, block.kind if position else "", position, part),
-        )
+from nestdsl.ast import Block, Spec, Stem
+from nestdsl.ir.builder import Attrs, Builder, Feature, Place, interlaced, sparse_sources
+from nestdsl.ir.model import Activation, Agg, Layer, NestIR
+from nestdsl.ir.units import unit_block
+from nestdsl.schedule import expand
 
 
 def build_ir(spec: Spec) -> NestIR:
@@ -195,7 +36,25 @@ def build_ir(spec: Spec) -> NestIR:
         place=Place(part="input"),
         split=False,
     )
-    stem = spec.stem
+    feature = image if spec.stem is None else _stem(builder, spec.stem, image)
+    levels = 1 if plan.cascade else plan.depth_levels
+    features = [feature] * levels
+    for block in spec.blocks:
+        features = BLOCK_BUILDERS.get(block.kind, unit_block)(builder, block, features)
+    heads = _cascade_heads(builder) if plan.cascade else _nested_heads(builder, features)
+    return NestIR(
+        name=spec.name,
+        layers=builder.layers,
+        heads=heads,
+        stage_labels=plan.labels,
+        input_shape=(shape.channels, shape.height, shape.width),
+        num_classes=spec.head.classes,
+        graph=_unit_graph(builder.layers),
+    )
+
+
+def _stem(builder: Builder, stem: Stem, image: Feature) -> Feature:
+    """`nest 1`'s stem: conv, BatchNorm, ReLU, and an optional 3×3/2 max-pool."""
     feature = builder.add(
         "stem",
         "conv",
@@ -221,20 +80,7 @@ def build_ir(spec: Spec) -> NestIR:
             attrs=Attrs(kernel=3, stride=2, padding=1),
             place=Place(part="pool"),
         )
-    levels = 1 if plan.cascade else plan.depth_levels
-    features = [feature] * levels
-    for block in spec.blocks:
-        features = BLOCK_BUILDERS[block.kind](builder, block, features)
-    heads = _cascade_heads(builder) if plan.cascade else _nested_heads(builder, features)
-    return NestIR(
-        name=spec.name,
-        layers=builder.layers,
-        heads=heads,
-        stage_labels=plan.labels,
-        input_shape=(shape.channels, shape.height, shape.width),
-        num_classes=spec.head.classes,
-        graph=_unit_graph(builder.layers),
-    )
+    return feature
 
 
 def _head(builder: Builder, stage: int, feature: Feature) -> str:
@@ -248,7 +94,7 @@ def _head(builder: Builder, stage: int, feature: Feature) -> str:
         stage=stage,
         span=head.span,
         label=f"head {builder.plan.labels[stage - 1]} (stage {stage})",
-        attrs=Attrs(output_size=1),
+        attrs=Attrs(output_size=head.pool, hidden=head.hidden, dropout=head.dropout),
         place=Place(part="head"),
         split=False,
     )
@@ -409,65 +255,16 @@ def _bottleneck_block(builder: Builder, block: Block, features: list[Feature]) -
     return [feature]
 
 
-def _introducing_level(position: int, levels: int) -> int:
-    """Level k holds every 2**(levels-k)-th layer from the first; the first such k."""
-    return next(k for k in range(1, levels + 1) if (position - 1) % 2 ** (levels - k) == 0)
-
-
-def _sparse_sources(index: int) -> list[int]:
-    """SparseNet rule: the layers at power-of-2 distances before ``index`` (0 = block input)."""
-    sources, distance = [], 1
-    while distance <= index:
-        sources.append(index - distance)
-        distance *= 2
-    return sources
-
-
 def _sparse_block(builder: Builder, block: Block, features: list[Feature]) -> list[Feature]:
-    """SparseNet / Sparse ResNet block with interlaced depth levels and aligned connections.
-
-    A layer's inputs are defined once, by the SparseNet rule in the indexing of the level
-    that introduces it; each level has its own block input (a transition when the shape
-    changes) and its own block output (the aggregate at position L_k + 1 of its indexing).
-    """
+    """SparseNet / Sparse ResNet: 3×3 conv layers connected at power-of-2 distances."""
     agg: Agg = "sum" if block.kind == "sparse_resnet" else "concat"
     width = block.channels if agg == "sum" else 2 * block.channels
     levels = len(features)
-    first_stage_position = builder.position + 1
-    inputs: list[Feature] = []
-    for level, feature in enumerate(features, start=1):
-        needs = feature.channels != width or block.stride != 1 or len(feature.sources) > 1
-        if needs:
-            suffix = f".trans{level}" if levels > 1 else ".trans"
-            feature = builder.conv(
-                f"{block.name}{suffix}",
-                feature,
-                width,
-                kernel=3,
-                stride=block.stride,
-                block=block,
-                label=f"{block.name} transition 3×3/{block.stride}"
-                + (f" (level {level})" if levels > 1 else ""),
-                level=level,
-                stage=builder.stage_of(level, first_stage_position),
-                part="transition",
-            )
-        inputs.append(feature)
 
-    outputs: dict[int, Feature] = {}
-
-    def at(level: int, index: int) -> Feature:
-        step = 2 ** (levels - level)
-        return inputs[level - 1] if index == 0 else outputs[(index - 1) * step + 1]
-
-    for position in range(1, block.count + 1):
-        builder.position += 1
-        level = _introducing_level(position, levels)
-        index = (position - 1) // 2 ** (levels - level) + 1
-        sources = [at(level, i) for i in _sparse_sources(index)]
-        outputs[position] = builder.conv(
+    def make(position: int, level: int, feature: Feature) -> Feature:
+        return builder.conv(
             f"{block.name}.{position}",
-            merge(sources, agg),
+            feature,
             block.channels,
             kernel=3,
             block=block,
@@ -476,14 +273,8 @@ def _sparse_block(builder: Builder, block: Block, features: list[Feature]) -> li
             level=level,
             position=position,
         )
-        if levels == 1:  # what a cascade exit after this layer reads: the aggregate so far
-            builder.trunk.append(merge([at(1, i) for i in _sparse_sources(position + 1)], agg))
-    return [
-        merge(
-            [at(level, i) for i in _sparse_sources(block.count // 2 ** (levels - level) + 1)], agg
-        )
-        for level in range(1, levels + 1)
-    ]
+
+    return interlaced(builder, block, features, agg, width, sparse_sources, make)
 
 
 BLOCK_BUILDERS: dict[str, Callable[[Builder, Block, list[Feature]], list[Feature]]] = {

@@ -195,6 +195,28 @@ class Arguments:
         parts = [self._check_int(spec.name, v, item.span, item.expr) for v in value]
         return parts[0], parts[1], parts[2]
 
+    def _expect_ints(self, spec: Field, item: Item) -> tuple[int, ...]:
+        value = evaluate(self.ctx, item.expr)
+        if not isinstance(value, tuple):
+            self.ctx.fail(
+                "E104",
+                f"`{spec.name}` of {self.subject} must be a tuple of integers, "
+                f"got {type_name(value)}",
+                item.span,
+                "write e.g. `hidden=(4096, 4096)` or `hidden=()`",
+            )
+        return tuple(self._check_int(spec.name, v, item.span, item.expr) for v in value)
+
+    def _expect_number(self, spec: Field, item: Item) -> float:
+        value = evaluate(self.ctx, item.expr)
+        if not isinstance(value, int | float):
+            self.ctx.fail(
+                "E104",
+                f"`{spec.name}` of {self.subject} must be a number, got {type_name(value)}",
+                item.span,
+            )
+        return float(value)
+
     def _text(self, item: Item) -> str:
         return text_under(self.ctx.lines, item.span)
 
@@ -213,4 +235,6 @@ _CONVERTERS: dict[Kind, Callable[[Arguments, Field, Item], object]] = {
     "int": Arguments._expect_int,
     "name": Arguments._expect_name,
     "shape": Arguments._expect_shape,
+    "ints": Arguments._expect_ints,
+    "number": Arguments._expect_number,
 }

@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+from nestdsl.ast import UnitDef
 from nestdsl.diagnostics import Diagnostic, Span, did_you_mean, error
+from nestdsl.expr import Value
 from nestdsl.parse.wording import choices
-
-Value = int | float | str | tuple["Value", ...]
-"""What an expression evaluates to."""
 
 
 class Failed(Exception):
@@ -32,6 +31,8 @@ class Context:
     failed_params: set[str] = field(default_factory=set)
     """Parameters whose definition failed (their uses are not reported as undefined)."""
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    units: dict[str, UnitDef] = field(default_factory=dict)
+    """The `unit` definitions of the file (`nest 2`), collected before the statements."""
 
     def error(self, code: str, message: str, span: Span | None, help: str | None = None) -> None:
         """Record a diagnostic."""

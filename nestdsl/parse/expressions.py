@@ -13,24 +13,14 @@ from collections.abc import Callable
 from lark import Token, Tree
 
 from nestdsl.diagnostics import Span
+from nestdsl.expr import BINARY, FUNCTIONS
 from nestdsl.parse.context import Context, Value
 from nestdsl.parse.source import node_span
-from nestdsl.parse.wording import type_name
+from nestdsl.parse.wording import choices, type_name
 
 Arithmetic = Callable[[Value, Value], Value]
 
-
-def _divide(a: Value, b: Value) -> Value:
-    return a / b  # type: ignore[operator]
-
-
-OPERATIONS: dict[str, tuple[str, Arithmetic]] = {
-    "add": ("+", lambda a, b: a + b),  # type: ignore[operator]
-    "sub": ("-", lambda a, b: a - b),  # type: ignore[operator]
-    "mul": ("*", lambda a, b: a * b),  # type: ignore[operator]
-    "div": ("/", _divide),
-    "floordiv": ("//", lambda a, b: a // b),  # type: ignore[operator]
-}
+OPERATIONS: dict[str, tuple[str, Arithmetic]] = BINARY
 """Tree node name -> the operator's symbol (for messages) and its operation."""
 
 
@@ -61,11 +51,28 @@ def evaluate(ctx: Context, expr: Tree) -> Value:
         return evaluate(ctx, inner)
     if data == "tuple":
         return tuple(evaluate(ctx, c) for c in expr.children if isinstance(c, Tree))
+    if data == "call":
+        return _call(ctx, expr, span)
     symbol, operation = OPERATIONS[data]
     left, right = expr.children
     assert isinstance(left, Tree) and isinstance(right, Tree)
     a, b = evaluate(ctx, left), evaluate(ctx, right)
     return arithmetic(ctx, symbol, operation, a, b, span, node_span(ctx.path, right))
+
+
+def _call(ctx: Context, expr: Tree, span: Span) -> Value:
+    """`max(a, b, ...)` / `min(...)` on numbers."""
+    function, *args = expr.children
+    name = str(function)
+    if name not in FUNCTIONS:
+        ctx.fail(
+            "E105", f"unknown function `{name}`", span, f"functions are {choices(list(FUNCTIONS))}"
+        )
+    values = [evaluate(ctx, a) for a in args if isinstance(a, Tree)]
+    numbers = [v for v in values if isinstance(v, int | float)]
+    if len(numbers) != len(values):
+        ctx.fail("E104", f"`{name}` needs numbers, got {', '.join(map(type_name, values))}", span)
+    return FUNCTIONS[name](numbers)
 
 
 def arithmetic(

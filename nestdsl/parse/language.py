@@ -7,7 +7,9 @@ agree on them without importing each other.
 
 from __future__ import annotations
 
-SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
+SUPPORTED_VERSIONS: tuple[int, ...] = (1, 2)
+UNITS_VERSION = 2
+"""The first version with `unit` definitions (and an optional `stem`)."""
 KEYWORDS: tuple[str, ...] = (
     "nest",
     "network",
