@@ -372,7 +372,7 @@ def _place(instance: Instance, name: str) -> Place:
 def _shape_error(unit: UnitDef, entry: Feature, body: Feature, help: str) -> None:
     diagnostics.fail(
         "E405",
-        f"unit `{unit.name}` changes its shape inside a `{unit.shortcut}` shortcut: "
+        f"unit `{unit.name}` changes its shape inside its `{unit.shortcut}` shortcut: "
         f"{entry.channels}@{entry.size[0]}x{entry.size[1]} in, "
         f"{body.channels}@{body.size[0]}x{body.size[1]} out",
         unit.span,

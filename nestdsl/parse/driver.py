@@ -20,7 +20,7 @@ from nestdsl.diagnostics import NestError, did_you_mean
 from nestdsl.parse.builders import STATEMENT_BUILDERS
 from nestdsl.parse.context import Context
 from nestdsl.parse.file_structure import check_counts, check_version_line
-from nestdsl.parse.language import KEYWORDS, SUPPORTED_VERSIONS, UNITS_VERSION
+from nestdsl.parse.language import DEFAULT_VERSION, KEYWORDS, UNITS_VERSION
 from nestdsl.parse.params import mark_broken_params
 from nestdsl.parse.recovery import parse_tree
 from nestdsl.parse.source import file_span, statement_word
@@ -68,7 +68,7 @@ def _build_spec(ctx: Context, text: str, tree: Tree, broken: set[str]) -> Spec |
     found = _Found()
     for statement in found_statements:
         _dispatch(ctx, statement, found)
-    version = found.first("nest", SUPPORTED_VERSIONS[-1])
+    version = found.first("nest", DEFAULT_VERSION)
     _check_units_version(ctx, version, every_statement)
     optional = {"stem"} if version == UNITS_VERSION else set()
     check_counts(ctx, found.statements, broken | found.guessed | optional)

@@ -18,6 +18,7 @@ from nestdsl.diagnostics import Span, did_you_mean
 from nestdsl.expr import Expr
 from nestdsl.parse.context import Context, Failed
 from nestdsl.parse.expressions import evaluate
+from nestdsl.parse.language import KEYWORDS
 from nestdsl.parse.source import node_span
 from nestdsl.parse.statements import Item, Statement
 from nestdsl.parse.wording import choices
@@ -93,7 +94,7 @@ def collect_units(ctx: Context, statements: list[Statement]) -> list[Statement]:
     for statement in statements:
         if statement.keyword == "unit":
             if header is not None:
-                _unclosed(ctx, header)
+                _unclosed(ctx, header, body)
             header, body = statement, []
         elif statement.keyword == "end":
             if header is None:
@@ -101,22 +102,28 @@ def collect_units(ctx: Context, statements: list[Statement]) -> list[Statement]:
             else:
                 _define(ctx, header, body)
             header = None
+        elif header is not None and statement.keyword in KEYWORDS:
+            _unclosed(ctx, header, body)  # a top-level statement: the body ended before it
+            header = None
+            top.append(statement)
         elif header is not None:
             body.append(statement)
         else:
             top.append(statement)
     if header is not None:
-        _unclosed(ctx, header)
+        _unclosed(ctx, header, body)
     return top
 
 
-def _unclosed(ctx: Context, header: Statement) -> None:
+def _unclosed(ctx: Context, header: Statement, body: list[Statement]) -> None:
+    """Report the missing `end`, and define the unit anyway (its uses are not errors too)."""
     ctx.error(
         "E401",
         "unit definition is not closed",
         header.span,
         "end the unit's body with a line `end`",
     )
+    _define(ctx, header, body)
 
 
 def _define(ctx: Context, header: Statement, body: list[Statement]) -> None:
@@ -126,7 +133,7 @@ def _define(ctx: Context, header: Statement, body: list[Statement]) -> None:
     if name is None:
         ctx.error("E103", "a unit needs a name", header.span, "write `unit NAME PARAM ...`")
         return
-    if name in ctx.units or name in BLOCK_KINDS:
+    if name in ctx.units or name in BLOCK_KINDS or name in KEYWORDS:
         ctx.error(
             "E107",
             f"unit `{name}` is already defined",
