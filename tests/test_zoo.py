@@ -13,6 +13,7 @@ import pytest
 from spec_helpers import SPECS, every_spec
 
 import nestdsl
+from nestdsl.draw.nodes import boxes
 
 TORCHVISION = {
     "vgg16_bn": (138_365_992, 15_470_264_320),
@@ -73,3 +74,17 @@ end
         c.flops for c in nestdsl.stage_costs(builtin)
     ]
     assert len(user.layers) == len(builtin.layers)
+
+
+def test_block_view_draws_a_user_unit_as_one_node() -> None:
+    """Each unit instance is one node (a run of identical chained units, one "× n" node);
+    single-layer units stay one layer."""
+    ir = nestdsl.build_ir(nestdsl.load(SPECS / "digits_mobilenet_width.nest"))
+    drawn = [(box.id, box.repeat, len(box.members)) for box in boxes(ir, collapse=True)]
+    assert drawn[1:6] == [
+        ("stem.1.conv1", 1, 1),
+        ("b1.1-2", 2, 8),
+        ("b2.1", 1, 3),
+        ("b2.2", 1, 4),
+        ("last.1.conv1", 1, 1),
+    ]

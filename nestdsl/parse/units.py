@@ -134,11 +134,12 @@ def _define(ctx: Context, header: Statement, body: list[Statement]) -> None:
         ctx.error("E103", "a unit needs a name", header.span, "write `unit NAME PARAM ...`")
         return
     if name in ctx.units or name in BLOCK_KINDS or name in KEYWORDS:
+        taken = "is already defined" if name in ctx.units else "is a built-in name"
         ctx.error(
             "E107",
-            f"unit `{name}` is already defined",
+            f"unit `{name}` {taken}",
             items[0].span,
-            "give each unit its own name, different from the built-in kinds",
+            "give each unit its own name, different from the statements and built-in kinds",
         )
         return
     try:
