@@ -71,6 +71,11 @@ class UnitDef(Node):
     defaults: dict[str, Expr] = Field(default_factory=dict)
     shortcut: Shortcut = "none"
     post: str = "identity"
+    connect: Connect = "chain"
+    """How a block of this unit connects its units unless the block says otherwise."""
+    agg: Literal["sum", "concat"] | None = None
+    width: Expr | None = None
+    """`sparse` / `dense` blocks: the transition width (an expression of the arguments)."""
     body: tuple[Call, ...]
 
 
@@ -99,19 +104,31 @@ class Block(Node):
     channels: PositiveInt = 1
     stride: PositiveInt = 1
     expansion: PositiveInt = 4
-    connect: Connect = "chain"
-    """User units only: how the units of the block are connected."""
-    agg: Literal["sum", "concat"] = "sum"
-    """`sparse` / `dense` blocks: how a unit's inputs are combined."""
+    connect: Connect | None = None
+    """How the units of the block are connected (None: as the unit's definition says)."""
+    agg: Literal["sum", "concat"] | None = None
+    """`sparse` / `dense` blocks: how a unit's inputs are combined (None: the unit's choice,
+    else `concat` for `dense` and `sum` for `sparse`)."""
     width: int = 0
     """`sparse` / `dense` blocks: channels of the transition that starts the block when its
-    input's shape differs (0: keep the input's channels)."""
+    input's shape differs (0: the unit's choice, else the input's channels)."""
     args: dict[str, Scalar | tuple[Scalar, ...]] = Field(default_factory=dict)
     """User units only: the unit's arguments (evaluated)."""
 
     @property
     def builtin(self) -> bool:
+        """A block of a built-in kind (a unit of the prelude, with the `nest 1` arguments)."""
         return self.kind in BLOCK_KINDS
+
+    def unit_args(self, unit: UnitDef) -> dict[str, Scalar | tuple[Scalar, ...]]:
+        """The arguments the block gives its unit (built-in kinds: `channels`, `expansion`)."""
+        if not self.builtin:
+            return dict(self.args)
+        given: dict[str, Scalar | tuple[Scalar, ...]] = {"channels": self.channels}
+        return given | ({"expansion": self.expansion} if "expansion" in unit.params else {})
+
+    def connection(self, unit: UnitDef) -> Connect:
+        return self.connect or unit.connect
 
 
 class Head(Node):
@@ -151,6 +168,7 @@ class Spec(Node):
     stem: Stem | None
     """Required in `nest 1`; optional in `nest 2`, where a block of a unit can be the stem."""
     units: dict[str, UnitDef] = Field(default_factory=dict)
+    """Every unit a block can use: the prelude's built-in kinds and the file's own."""
     blocks: tuple[Block, ...]
     head: Head
     schedule: Schedule

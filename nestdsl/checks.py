@@ -164,7 +164,7 @@ def _depth_blocks(spec: Spec, plan: StagePlan) -> list[Diagnostic]:
     multiple = 2 ** (levels - 1)
     out = []
     for block in spec.blocks:
-        if not block.builtin and block.connect == "chain":
+        if not block.builtin and block.connection(spec.units[block.kind]) == "chain":
             out.append(
                 error(
                     "E302",

@@ -1,7 +1,7 @@
 """Lower a checked AST into the graph IR: layers, stages, and the pruned unit graph.
 
-Built-in block kinds are lowered by a dispatch table (:data:`BLOCK_BUILDERS`), blocks of
-user-defined units by :mod:`nestdsl.ir.units`. Every layer is given
+Every block repeats a unit: one of the prelude's built-in kinds or one the spec defines; both
+are lowered by :mod:`nestdsl.ir.units`. Every layer is given
 its stage when it is created: the stage of its depth level for interlaced depth nesting, of
 its cascade exit for the EANN baseline, 1 otherwise; width nesting then splits each layer
 into stripes whose units get ``max(layer stage, stripe stage)``.
@@ -9,13 +9,11 @@ into stripes whose units get ``max(layer stage, stripe stage)``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 import networkx as nx
 
-from nestdsl.ast import Block, Spec, Stem
-from nestdsl.ir.builder import Attrs, Builder, Feature, Place, interlaced, sparse_sources
-from nestdsl.ir.model import Activation, Agg, Layer, NestIR
+from nestdsl.ast import Spec, Stem
+from nestdsl.ir.builder import Attrs, Builder, Feature, Place
+from nestdsl.ir.model import Layer, NestIR
 from nestdsl.ir.units import unit_block
 from nestdsl.schedule import expand
 
@@ -40,7 +38,7 @@ def build_ir(spec: Spec) -> NestIR:
     levels = 1 if plan.cascade else plan.depth_levels
     features = [feature] * levels
     for block in spec.blocks:
-        features = BLOCK_BUILDERS.get(block.kind, unit_block)(builder, block, features)
+        features = unit_block(builder, block, features)
     heads = _cascade_heads(builder) if plan.cascade else _nested_heads(builder, features)
     return NestIR(
         name=spec.name,
@@ -133,157 +131,6 @@ def _cascade_heads(builder: Builder) -> tuple[str, ...]:
             )
         heads.append(_head(builder, stage, feature))
     return tuple(heads)
-
-
-# --- block kinds ---------------------------------------------------------------------------
-
-
-def _single_level(features: list[Feature]) -> Feature:
-    assert len(features) == 1, "checks reject depth nesting of non-sparse blocks"
-    return features[0]
-
-
-def _plain_block(builder: Builder, block: Block, features: list[Feature]) -> list[Feature]:
-    feature = _single_level(features)
-    for r in range(1, block.count + 1):
-        builder.position += 1
-        feature = builder.conv(
-            f"{block.name}.{r}",
-            feature,
-            block.channels,
-            kernel=3,
-            stride=block.stride if r == 1 else 1,
-            block=block,
-            label=f"{block.name} layer {r} conv 3×3",
-            position=r,
-        )
-        builder.trunk.append(feature)
-    return [feature]
-
-
-def _shortcut(
-    builder: Builder, block: Block, position: int, feature: Feature, channels: int, stride: int
-) -> Feature:
-    """Identity when shapes allow, else a 1×1 projection (conv + BN)."""
-    identity = stride == 1 and feature.channels == channels
-    if identity and (len(feature.sources) == 1 or feature.agg == "sum"):
-        return feature
-    unit = f"{block.name}.{position}"
-    return builder.conv(
-        f"{unit}.proj",
-        feature,
-        channels,
-        kernel=1,
-        stride=stride,
-        act="identity",
-        block=block,
-        label=f"{unit} projection 1×1/{stride}",
-        position=position,
-        part="proj",
-    )
-
-
-ConvStep = tuple[str, int, int, int, Activation]
-"""A residual unit's convolution: name, kernel, channels, stride, activation."""
-
-
-def _residual_unit(
-    builder: Builder,
-    block: Block,
-    position: int,
-    feature: Feature,
-    convs: Sequence[ConvStep],
-    stride: int,
-) -> Feature:
-    """A residual unit: a chain of convs (name, kernel, channels, stride, activation) + shortcut."""
-    unit = f"{block.name}.{position}"
-    shortcut = _shortcut(builder, block, position, feature, convs[-1][2], stride)
-    main = feature
-    for name, kernel, channels, conv_stride, act in convs:
-        main = builder.conv(
-            f"{unit}.{name}",
-            main,
-            channels,
-            kernel=kernel,
-            stride=conv_stride,
-            act=act,
-            block=block,
-            label=f"{unit} {name} {kernel}×{kernel}"
-            + (f"/{conv_stride}" if conv_stride > 1 else ""),
-            position=position,
-            part=name,
-        )
-    summed = Feature(main.sources + shortcut.sources, "sum", main.channels, main.size)
-    return builder.add(
-        f"{unit}.add",
-        "add",
-        summed,
-        main.channels,
-        stage=builder.stage_of(1),
-        span=block.span,
-        label=f"{unit} residual add + ReLU",
-        attrs=Attrs(act="relu"),
-        place=Place(block.name, 1, block.kind, position, "add"),
-    )
-
-
-def _basic_block(builder: Builder, block: Block, features: list[Feature]) -> list[Feature]:
-    feature = _single_level(features)
-    c = block.channels
-    for r in range(1, block.count + 1):
-        builder.position += 1
-        stride = block.stride if r == 1 else 1
-        convs: list[ConvStep] = [("conv1", 3, c, stride, "relu"), ("conv2", 3, c, 1, "identity")]
-        feature = _residual_unit(builder, block, r, feature, convs, stride)
-        builder.trunk.append(feature)
-    return [feature]
-
-
-def _bottleneck_block(builder: Builder, block: Block, features: list[Feature]) -> list[Feature]:
-    feature = _single_level(features)
-    c, out = block.channels, block.channels * block.expansion
-    for r in range(1, block.count + 1):
-        builder.position += 1
-        stride = block.stride if r == 1 else 1
-        convs: list[ConvStep] = [
-            ("conv1", 1, c, 1, "relu"),
-            ("conv2", 3, c, stride, "relu"),
-            ("conv3", 1, out, 1, "identity"),
-        ]
-        feature = _residual_unit(builder, block, r, feature, convs, stride)
-        builder.trunk.append(feature)
-    return [feature]
-
-
-def _sparse_block(builder: Builder, block: Block, features: list[Feature]) -> list[Feature]:
-    """SparseNet / Sparse ResNet: 3×3 conv layers connected at power-of-2 distances."""
-    agg: Agg = "sum" if block.kind == "sparse_resnet" else "concat"
-    width = block.channels if agg == "sum" else 2 * block.channels
-    levels = len(features)
-
-    def make(position: int, level: int, feature: Feature) -> Feature:
-        return builder.conv(
-            f"{block.name}.{position}",
-            feature,
-            block.channels,
-            kernel=3,
-            block=block,
-            label=f"{block.name} layer {position} conv 3×3"
-            + (f" (level {level})" if levels > 1 else ""),
-            level=level,
-            position=position,
-        )
-
-    return interlaced(builder, block, features, agg, width, sparse_sources, make)
-
-
-BLOCK_BUILDERS: dict[str, Callable[[Builder, Block, list[Feature]], list[Feature]]] = {
-    "plain": _plain_block,
-    "basic": _basic_block,
-    "bottleneck": _bottleneck_block,
-    "sparse_resnet": _sparse_block,
-    "sparsenet": _sparse_block,
-}
 
 
 def _unit_graph(layers: dict[str, Layer]) -> nx.DiGraph:

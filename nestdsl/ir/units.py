@@ -93,7 +93,7 @@ class Instance:
             self.feature,
             draft.channels,
             stage=self.builder.stage_of(self.level),
-            span=draft.span,
+            span=block.span,
             label=f"{block.name}.{self.position} {part} ({block.kind})",
             attrs=draft.attrs,
             place=Place(block.name, self.level, block.kind, self.position, part),
@@ -315,10 +315,23 @@ def _environment(
 
 
 def _instantiate(instance: Instance, unit: UnitDef) -> Feature:
-    """Lower the body, then the unit's shortcut."""
+    """Lower the body, then the unit's shortcut (a projection is placed before the body, as
+    it reads only the unit's input)."""
     entry = instance.feature
+    first = len(instance.builder.layers)
     body = _lower_body(instance, unit)
-    return _shortcut(instance, unit, entry, body)
+    before = len(instance.builder.layers)
+    output = _shortcut(instance, unit, entry, body)
+    if len(instance.builder.layers) - before == 2:  # a projection and the sum
+        _move(instance.builder, before, first)
+    return output
+
+
+def _move(builder: Builder, source: int, target: int) -> None:
+    """Move the layer inserted at index ``source`` to index ``target`` (order of creation)."""
+    items = list(builder.layers.items())
+    items.insert(target, items.pop(source))
+    builder.layers = dict(items)
 
 
 def _shortcut(instance: Instance, unit: UnitDef, entry: Feature, body: Feature) -> Feature:
@@ -343,7 +356,7 @@ def _shortcut(instance: Instance, unit: UnitDef, entry: Feature, body: Feature) 
             entry,
             body.channels,
             stage=builder.stage_of(instance.level),
-            span=unit.span,
+            span=block.span,
             label=f"{block.name}.{instance.position} projection 1×1/{stride}",
             attrs=Attrs(stride=max(stride, 1), bn=True),
             place=_place(instance, "proj"),
@@ -356,7 +369,7 @@ def _shortcut(instance: Instance, unit: UnitDef, entry: Feature, body: Feature) 
         summed,
         body.channels,
         stage=builder.stage_of(instance.level),
-        span=unit.span,
+        span=block.span,
         label=f"{block.name}.{instance.position} residual add",
         attrs=Attrs(act=act),
         place=_place(instance, "add"),
@@ -391,7 +404,7 @@ def lower_unit(
 ) -> Feature:
     """Lower the unit at ``position`` of a block of a user unit."""
     unit = builder.spec.units[block.kind]
-    args: dict[str, Value] = dict(block.args)
+    args: dict[str, Value] = dict(block.unit_args(unit))
     if "stride" in unit.params:
         args["stride"] = stride
     instance = Instance(
@@ -405,24 +418,45 @@ def lower_unit(
         feature=feature,
     )
     try:
-        env: dict[str, Value] = dict(builder.spec.params)
-        env.update({"in": feature.channels, "true": 1, "false": 0, **args})
-        for param in unit.params:
-            if param not in env and param in unit.defaults:
-                env[param] = evaluate(unit.defaults[param], env)
-        instance.env = env
-        return _instantiate(instance, unit)
+        instance.env = unit_environment(builder, unit, args, feature.channels)
+        first = len(builder.layers)
+        output = _instantiate(instance, unit)
     except NestError as error:
         where = block.span
         raise _with_note(
             error,
             f"used by block `{block.name}` (unit {position}) at {where}",
         ) from None
+    if len(builder.layers) - first == 1 and output.sources == (next(reversed(builder.layers)),):
+        return _name_by_position(builder, block, position)
+    return output
+
+
+def unit_environment(
+    builder: Builder, unit: UnitDef, args: Mapping[str, Value], channels: int
+) -> dict[str, Value]:
+    """The names a unit instance's body reads: parameters, arguments, defaults, `in`."""
+    env: dict[str, Value] = dict(builder.spec.params)
+    env.update({"in": channels, "true": 1, "false": 0, **args})
+    for param in unit.params:
+        if param not in env and param in unit.defaults:
+            env[param] = evaluate(unit.defaults[param], env)
+    return env
+
+
+def _name_by_position(builder: Builder, block: Block, position: int) -> Feature:
+    """A unit of one layer is that layer: named `block.position`, like a built-in layer."""
+    _layer_id, layer = builder.layers.popitem()
+    name = f"{block.name}.{position}"
+    builder.layers[name] = replace(layer, id=name, part="")
+    return Feature((name,), "sum", layer.channels, layer.size)
 
 
 def unit_block(builder: Builder, block: Block, features: list[Feature]) -> list[Feature]:
-    """A block of a user unit: a `chain`, or `sparse` / `dense` with interlaced depth."""
-    if block.connect == "chain":
+    """A block of units: a `chain`, or `sparse` / `dense` with interlaced depth levels."""
+    unit = builder.spec.units[block.kind]
+    connect = block.connection(unit)
+    if connect == "chain":
         (feature,) = features  # checks refuse depth nesting of chain blocks
         for position in range(1, block.count + 1):
             builder.position += 1
@@ -430,10 +464,15 @@ def unit_block(builder: Builder, block: Block, features: list[Feature]) -> list[
             feature = lower_unit(builder, block, position, 1, feature, stride)
             builder.trunk.append(feature)
         return [feature]
+    agg = block.agg or unit.agg or ("concat" if connect == "dense" else "sum")
     width = block.width or features[0].channels
+    if not block.width and unit.width is not None:
+        env = unit_environment(builder, unit, block.unit_args(unit), features[0].channels)
+        value = evaluate(unit.width, env)
+        assert isinstance(value, int), "the prelude's widths are integers"
+        width = value
 
     def make(position: int, level: int, feature: Feature) -> Feature:
         return lower_unit(builder, block, position, level, feature, 1)
 
-    rule = SOURCE_RULES[block.connect]
-    return interlaced(builder, block, features, block.agg, width, rule, make)
+    return interlaced(builder, block, features, agg, width, SOURCE_RULES[connect], make)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from nestdsl.ast import UnitDef
+from nestdsl.ast import BLOCK_KINDS, UnitDef
 from nestdsl.diagnostics import Diagnostic, Span, did_you_mean, error
 from nestdsl.expr import Value
 from nestdsl.parse.wording import choices
@@ -33,6 +33,8 @@ class Context:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     units: dict[str, UnitDef] = field(default_factory=dict)
     """The `unit` definitions of the file (`nest 2`), collected before the statements."""
+    taken: frozenset[str] = frozenset(BLOCK_KINDS)
+    """Names a unit of this file cannot have (the prelude's kinds, for a user's file)."""
 
     def error(self, code: str, message: str, span: Span | None, help: str | None = None) -> None:
         """Record a diagnostic."""

@@ -22,6 +22,7 @@ from nestdsl.parse.context import Context
 from nestdsl.parse.file_structure import check_counts, check_version_line
 from nestdsl.parse.language import DEFAULT_VERSION, KEYWORDS, UNITS_VERSION
 from nestdsl.parse.params import mark_broken_params
+from nestdsl.parse.prelude import prelude_units
 from nestdsl.parse.recovery import parse_tree
 from nestdsl.parse.source import file_span, statement_word
 from nestdsl.parse.statements import Statement, statements
@@ -88,7 +89,7 @@ def _build_spec(ctx: Context, text: str, tree: Tree, broken: set[str]) -> Spec |
         params=cast(dict[str, int | float | str], ctx.params),
         input=cast(InputShape, found.nodes["input"][0]),
         stem=cast(Stem | None, found.first("stem", None)),
-        units=ctx.units,
+        units={**prelude_units(), **ctx.units},
         blocks=cast(tuple[Block, ...], tuple(found.nodes["block"])),
         head=cast(Head, found.nodes["head"][0]),
         schedule=cast(Schedule, found.first("schedule", Schedule(span=span))),

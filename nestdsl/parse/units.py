@@ -13,7 +13,7 @@ from collections.abc import Callable
 from lark import Token, Tree
 from pydantic import ValidationError
 
-from nestdsl.ast import BLOCK_KINDS, CONNECTS, SHORTCUTS, Block, Call, UnitDef
+from nestdsl.ast import CONNECTS, SHORTCUTS, Block, Call, UnitDef
 from nestdsl.diagnostics import Span, did_you_mean
 from nestdsl.expr import Expr
 from nestdsl.parse.context import Context, Failed
@@ -133,7 +133,7 @@ def _define(ctx: Context, header: Statement, body: list[Statement]) -> None:
     if name is None:
         ctx.error("E103", "a unit needs a name", header.span, "write `unit NAME PARAM ...`")
         return
-    if name in ctx.units or name in BLOCK_KINDS or name in KEYWORDS:
+    if name in ctx.units or name in ctx.taken or name in KEYWORDS:
         taken = "is already defined" if name in ctx.units else "is a built-in name"
         ctx.error(
             "E107",
@@ -162,21 +162,34 @@ def _define(ctx: Context, header: Statement, body: list[Statement]) -> None:
         ctx.error("E106", f"invalid `{key}` of unit `{name}`: {problem['msg']}", header.span)
 
 
+_OPTION_CHOICES: dict[str, tuple[str, ...]] = {
+    "shortcut": SHORTCUTS,
+    "connect": CONNECTS,
+    "agg": ("sum", "concat"),
+}
+
+
 def _header(
     ctx: Context, unit: str, items: list[Item]
-) -> tuple[tuple[str, ...], dict[str, Expr], dict[str, str]]:
-    """Parameters (positional names are required), defaults, and `shortcut`/`post`."""
+) -> tuple[tuple[str, ...], dict[str, Expr], dict[str, object]]:
+    """Parameters (positional names are required), defaults, and the unit's options
+    (`shortcut`, `post`, and the block defaults `connect`, `agg`, `width`)."""
     params: list[str] = []
     defaults: dict[str, Expr] = {}
-    options: dict[str, str] = {}
+    options: dict[str, object] = {}
+    options_expr = options
     for item in items:
         word = bare_name(item)
-        if item.key in ("shortcut", "post"):
+        if item.key == "width":
+            options_expr["width"] = to_expr(item.expr, ctx.path)
+            continue
+        if item.key in ("shortcut", "post", "connect", "agg"):
             if word is None:
                 ctx.fail("E104", f"`{item.key}` of unit `{unit}` must be a name", item.span)
-            if item.key == "shortcut" and word not in SHORTCUTS:
-                hint = did_you_mean(word, SHORTCUTS) or f"shortcuts are {choices(SHORTCUTS)}"
-                ctx.fail("E106", f"unknown shortcut `{word}` of unit `{unit}`", item.span, hint)
+            valid = _OPTION_CHOICES.get(item.key, ())
+            if valid and word not in valid:
+                hint = did_you_mean(word, valid) or f"valid choices: {choices(valid)}"
+                ctx.fail("E106", f"unknown {item.key} `{word}` of unit `{unit}`", item.span, hint)
             options[item.key] = word
             continue
         param = item.key if item.key is not None else word
@@ -274,8 +287,6 @@ def build_unit_block(ctx: Context, statement: Statement) -> object:
         ctx.error("E103", f"block `{name}` is missing `count`", statement.span, "add `count=N`")
     if len(ctx.diagnostics) > errors:
         return None
-    if "agg" not in values:
-        values["agg"] = "concat" if values.get("connect") == "dense" else "sum"
     try:
         return Block(
             span=statement.span,
