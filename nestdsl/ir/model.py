@@ -179,11 +179,13 @@ class NestIR:
             if kept == 0:
                 continue
             inputs = tuple(i for i in layer.inputs if i in layers)
+            stripes = layer.stripes[:kept]
             layers[layer.id] = replace(
                 layer,
                 inputs=inputs,
-                stripes=layer.stripes[:kept],
+                stripes=stripes,
                 stripe_stages=layer.stripe_stages[:kept],
+                groups=max(1, layer.groups * sum(stripes) // layer.channels),  # whole groups
             )
         graph = self.graph.subgraph(
             u for u in self.graph if u[0] in layers and self.stage(u) <= stage
