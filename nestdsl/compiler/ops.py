@@ -64,14 +64,30 @@ class _Assembly:
 class LayerOp(nn.Module, ABC):
     """Base class: a layer of the IR with per-unit parameters."""
 
+    order: Tensor | None
+
     def __init__(self, layer: Layer, kept: list[list[int]], in_channels: int):
         super().__init__()
         self.layer = layer
         self.kept = kept
         self.in_channels = in_channels
+        # A channel-wise layer over a concatenation of several split layers reads stripe j of
+        # each: its input is gathered stripe by stripe (the kept channels of stripe 1, then of
+        # stripe 2 ...), so that its own stripe j is a contiguous block, as in anytime mode.
+        stripe_major = layer.channelwise and layer.agg == "concat" and len(layer.inputs) > 1
+        order = [c for kept_j in kept for c in kept_j]
+        needed = stripe_major and len(layer.stripes) > 1 and order != sorted(order)
+        self.register_buffer(
+            "order", torch.tensor(order, dtype=torch.long) if needed else None, persistent=False
+        )
 
     def unit_parameters(self, stripe: int) -> list[nn.Parameter]:
         return []
+
+    def gather(self, inputs: Sequence[Tensor]) -> Tensor:
+        """The layer's aggregated input in the channel order its stripes read."""
+        x = aggregate(self.layer, inputs)
+        return x if self.order is None else x.index_select(1, self.order)
 
     @abstractmethod
     def forward(self, inputs: Sequence[Tensor]) -> Tensor:
@@ -193,7 +209,7 @@ class ConvOp(_Normalised):
     def forward(self, inputs: Sequence[Tensor]) -> Tensor:
         layer = self.layer
         bias = _cat(self.bias) if self.bias is not None else None
-        y = self._conv(aggregate(layer, inputs), self.dense_weight(), bias, layer.channels)
+        y = self._conv(self.gather(inputs), self.dense_weight(), bias, layer.channels)
         if layer.bn:
             y = self._bn_all(y)
         return ACTIVATIONS[layer.act](y)
@@ -223,7 +239,7 @@ class BatchNormOp(_Normalised):
         return [self.bn_weight[stripe], self.bn_bias[stripe]]
 
     def forward(self, inputs: Sequence[Tensor]) -> Tensor:
-        return ACTIVATIONS[self.layer.act](self._bn_all(aggregate(self.layer, inputs)))
+        return ACTIVATIONS[self.layer.act](self._bn_all(self.gather(inputs)))
 
     def forward_units(self, x: Tensor, stripes: Sequence[int]) -> list[Tensor]:
         return self._bn_units(x, stripes)
@@ -236,7 +252,7 @@ class _Elementwise(LayerOp):
         return x
 
     def forward(self, inputs: Sequence[Tensor]) -> Tensor:
-        return ACTIVATIONS[self.layer.act](self._transform(aggregate(self.layer, inputs)))
+        return ACTIVATIONS[self.layer.act](self._transform(self.gather(inputs)))
 
     def forward_units(self, x: Tensor, stripes: Sequence[int]) -> list[Tensor]:
         return [ACTIVATIONS[self.layer.act](self._transform(x))]
