@@ -49,7 +49,7 @@ def unit_params(ir: NestIR, unit: UnitId) -> int:
     if layer.op == "conv":
         extra = width * layer.bias + 2 * width * layer.bn
         return width * _fan_in(ir, layer, unit) * layer.kernel**2 + extra
-    if layer.op == "bn":
+    if layer.op in ("bn", "layernorm"):
         return 2 * width
     if layer.op == "head":
         widths = _head_widths(ir, layer, unit)

@@ -205,3 +205,24 @@ schedule width * 2
     net = nestdsl.compile(spec)
     assert net.op("b1.3.bn1").order is not None
     check_invariants(spec)
+
+
+def test_layernorm_nests_by_depth() -> None:
+    """LayerNorm is refused under width nesting (E407, a golden) but nests by depth."""
+    text = """nest 2
+unit block_ln out
+  conv depthwise=true kernel=7
+  layernorm
+  conv channels=4 * out kernel=1
+  gelu
+  conv channels=out kernel=1
+end
+input shape=(3, 16, 16)
+stem conv channels=16
+block b1 block_ln count=2 out=16 connect=sparse
+head classes=10
+schedule depth
+"""
+    spec = nestdsl.loads(text, "layernorm_depth.nest")
+    assert any(layer.op == "layernorm" for layer in nestdsl.build_ir(spec).layers.values())
+    check_invariants(spec)

@@ -245,6 +245,29 @@ class BatchNormOp(_Normalised):
         return self._bn_units(x, stripes)
 
 
+class LayerNormOp(LayerOp):
+    """LayerNorm over the channels of each pixel (+ activation); one stripe only (checked)."""
+
+    def __init__(self, layer: Layer, kept: list[list[int]], in_channels: int):
+        super().__init__(layer, kept, in_channels)
+        self.weight = nn.Parameter(torch.ones(layer.channels))
+        self.bias = nn.Parameter(torch.zeros(layer.channels))
+
+    def unit_parameters(self, stripe: int) -> list[nn.Parameter]:
+        return [self.weight, self.bias]
+
+    def _normalize(self, x: Tensor) -> Tensor:
+        channels_last = x.permute(0, 2, 3, 1)  # [B, H, W, C]
+        y = F.layer_norm(channels_last, (x.shape[1],), self.weight, self.bias, BN_EPS)
+        return ACTIVATIONS[self.layer.act](y.permute(0, 3, 1, 2))  # [B, C, H, W]
+
+    def forward(self, inputs: Sequence[Tensor]) -> Tensor:
+        return self._normalize(self.gather(inputs))
+
+    def forward_units(self, x: Tensor, stripes: Sequence[int]) -> list[Tensor]:
+        return [self._normalize(x)]
+
+
 class _Elementwise(LayerOp):
     """A parameter-free channel-wise op: ``_transform`` then the activation, per stripe."""
 
@@ -342,6 +365,7 @@ class HeadOp(LayerOp):
 OPS: dict[str, type[LayerOp]] = {
     "conv": ConvOp,
     "bn": BatchNormOp,
+    "layernorm": LayerNormOp,
     "act": ActOp,
     "add": AddOp,
     "maxpool": MaxPoolOp,

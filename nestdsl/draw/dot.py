@@ -57,6 +57,7 @@ DESCRIBE: Mapping[str, Callable[[Layer], str]] = {
         f"BN{'' if layer.act == 'identity' else ' ' + layer.act} · {layer.channels}"
     ),
     "act": lambda layer: f"{layer.act} · {layer.channels}",
+    "layernorm": lambda layer: f"LayerNorm · {layer.channels}",
     "dropout": lambda layer: f"dropout {layer.dropout:g}",
     "head": lambda layer: f"avgpool + fc · {layer.channels}",
 }
@@ -68,6 +69,7 @@ SHORT: Mapping[str, Callable[[Layer], str]] = {
     "maxpool": lambda layer: f"pool {_kernel(layer)}",
     "avgpool": lambda layer: f"pool {_kernel(layer)}",
     "bn": lambda layer: "BN",
+    "layernorm": lambda layer: "LN",
     "act": lambda layer: layer.act,
     "dropout": lambda layer: "drop",
 }

@@ -55,6 +55,7 @@ _DESCRIBE: dict[str, Callable[[Layer], str]] = {
     "input": lambda layer: "input",
     "conv": _conv,
     "bn": lambda layer: "bn",
+    "layernorm": lambda layer: "layernorm",
     "act": lambda layer: "act",
     "add": lambda layer: "add",
     "maxpool": _pool,

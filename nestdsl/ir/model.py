@@ -21,7 +21,9 @@ import networkx as nx
 
 from nestdsl.diagnostics import Span
 
-Op = Literal["input", "conv", "bn", "act", "add", "maxpool", "avgpool", "dropout", "head"]
+Op = Literal[
+    "input", "conv", "bn", "layernorm", "act", "add", "maxpool", "avgpool", "dropout", "head"
+]
 Agg = Literal["sum", "concat"]
 Activation = Literal[
     "identity", "relu", "relu6", "silu", "gelu", "hardswish", "sigmoid", "hardsigmoid"

@@ -200,6 +200,22 @@ def _activation(instance: Instance, call: Call) -> None:
     instance.start("act", instance.current_channels(), Attrs(act=act), call)
 
 
+def _layernorm(instance: Instance, call: Call) -> None:
+    """LayerNorm over the channels at each pixel: its mean and variance mix every channel,
+    so under width nesting stripe 1 would depend on the stripes of later stages."""
+    _args(instance, call, {})
+    plan = instance.builder.plan
+    if plan.width_units > 1:
+        diagnostics.fail(
+            "E407",
+            "`layernorm` cannot be width-nested: its mean and variance over the channels "
+            "would mix the stripes of later stages into the earlier ones (a back-edge)",
+            call.span,
+            "use `bn` (statistics per channel), or nest this network by depth only",
+        )
+    instance.start("layernorm", instance.current_channels(), Attrs(), call)
+
+
 def _pool(instance: Instance, call: Call) -> None:
     values = _args(instance, call, {"kernel": 2, "stride": 0, "padding": 0, "size": 0})
     kernel = _int(call, values, "kernel")
@@ -225,6 +241,7 @@ def _dropout(instance: Instance, call: Call) -> None:
 PRIMITIVES: dict[str, Callable[[Instance, Call], None]] = {
     "conv": _conv,
     "bn": _bn,
+    "layernorm": _layernorm,
     "maxpool": _pool,
     "avgpool": _pool,
     "dropout": _dropout,
