@@ -88,3 +88,10 @@ def test_block_view_draws_a_user_unit_as_one_node() -> None:
         ("b2.2", 1, 4),
         ("last.1", 1, 1),
     ]
+
+
+def test_dump_shows_the_layers_of_user_units(golden) -> None:
+    """`--emit ir` of a width-nested spec of units: every unit layer, its stripes' stages and
+    kept inputs (depthwise convolutions read their own stripe only)."""
+    ir = nestdsl.build_ir(nestdsl.load(SPECS / "digits_mobilenet_width.nest"))
+    golden("ir/digits_mobilenet_width.txt", nestdsl.dump_ir(ir))
