@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 
 from lark import Token, Tree
+from lark.visitors import Interpreter
 
 from nestdsl.diagnostics import Span
 from nestdsl.expr import BINARY, FUNCTIONS
@@ -28,51 +29,63 @@ def _unquote(token: str) -> str:
     return re.sub(r"\\(.)", r"\1", token[1:-1])
 
 
-_LITERALS: dict[str, Callable[[str], Value]] = {"int": int, "float": float, "string": _unquote}
+class _Evaluator(Interpreter[Token, Value]):
+    """Evaluates one expression tree: a method per grammar rule, spans from the tree's
+    positions; errors are recorded in the context and abandon the value (:class:`Failed`)."""
+
+    def __init__(self, ctx: Context):
+        super().__init__()
+        self.ctx = ctx
+
+    def int(self, tree: Tree) -> Value:
+        return int(str(tree.children[0]))
+
+    def float(self, tree: Tree) -> Value:
+        return float(str(tree.children[0]))
+
+    def string(self, tree: Tree) -> Value:
+        return _unquote(str(tree.children[0]))
+
+    def name(self, tree: Tree) -> Value:
+        name = str(tree.children[0])
+        if name not in self.ctx.params:
+            self.ctx.undefined(name, node_span(self.ctx.path, tree))
+        return self.ctx.params[name]
+
+    def paren(self, tree: Tree) -> Value:
+        (inner,) = self.visit_children(tree)
+        return inner
+
+    def tuple(self, tree: Tree) -> Value:
+        return tuple(self.visit(c) for c in tree.children if isinstance(c, Tree))
+
+    def call(self, tree: Tree) -> Value:
+        """`max(a, b, ...)` / `min(...)` on numbers."""
+        span = node_span(self.ctx.path, tree)
+        name = str(tree.children[0])
+        if name not in FUNCTIONS:
+            listing = f"functions are {choices(list(FUNCTIONS))}"
+            self.ctx.fail("E105", f"unknown function `{name}`", span, listing)
+        values = [self.visit(a) for a in tree.children if isinstance(a, Tree)]
+        numbers = [v for v in values if isinstance(v, int | float)]
+        if len(numbers) != len(values):
+            got = ", ".join(map(type_name, values))
+            self.ctx.fail("E104", f"`{name}` needs numbers, got {got}", span)
+        return FUNCTIONS[name](numbers)
+
+    def __default__(self, tree: Tree) -> Value:
+        """The binary operators (`add`, `sub`, `mul`, `div`, `floordiv`)."""
+        symbol, operation = OPERATIONS[str(tree.data)]
+        left, right = tree.children
+        assert isinstance(right, Tree)
+        a, b = self.visit(left), self.visit(right)
+        span, right_span = node_span(self.ctx.path, tree), node_span(self.ctx.path, right)
+        return arithmetic(self.ctx, symbol, operation, a, b, span, right_span)
 
 
 def evaluate(ctx: Context, expr: Tree) -> Value:
     """Evaluate a numeric/string/tuple expression; bare names must be parameters."""
-    span = node_span(ctx.path, expr)
-    data = expr.data
-    if data in _LITERALS:
-        (token,) = expr.children
-        assert isinstance(token, Token)
-        return _LITERALS[data](str(token))
-    if data == "name":
-        (token,) = expr.children
-        name = str(token)
-        if name not in ctx.params:
-            ctx.undefined(name, span)
-        return ctx.params[name]
-    if data == "paren":
-        (inner,) = expr.children
-        assert isinstance(inner, Tree)
-        return evaluate(ctx, inner)
-    if data == "tuple":
-        return tuple(evaluate(ctx, c) for c in expr.children if isinstance(c, Tree))
-    if data == "call":
-        return _call(ctx, expr, span)
-    symbol, operation = OPERATIONS[data]
-    left, right = expr.children
-    assert isinstance(left, Tree) and isinstance(right, Tree)
-    a, b = evaluate(ctx, left), evaluate(ctx, right)
-    return arithmetic(ctx, symbol, operation, a, b, span, node_span(ctx.path, right))
-
-
-def _call(ctx: Context, expr: Tree, span: Span) -> Value:
-    """`max(a, b, ...)` / `min(...)` on numbers."""
-    function, *args = expr.children
-    name = str(function)
-    if name not in FUNCTIONS:
-        ctx.fail(
-            "E105", f"unknown function `{name}`", span, f"functions are {choices(list(FUNCTIONS))}"
-        )
-    values = [evaluate(ctx, a) for a in args if isinstance(a, Tree)]
-    numbers = [v for v in values if isinstance(v, int | float)]
-    if len(numbers) != len(values):
-        ctx.fail("E104", f"`{name}` needs numbers, got {', '.join(map(type_name, values))}", span)
-    return FUNCTIONS[name](numbers)
+    return _Evaluator(ctx).visit(expr)
 
 
 def arithmetic(

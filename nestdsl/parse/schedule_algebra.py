@@ -7,13 +7,13 @@ or arithmetic on them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import builtins
 from dataclasses import dataclass
 
-from lark import Tree
+from lark import Token, Tree
+from lark.visitors import Interpreter
 
 from nestdsl.ast import GROWTH_KINDS, GrowthStep, Schedule
-from nestdsl.diagnostics import Span
 from nestdsl.parse.context import Context, Failed
 from nestdsl.parse.expressions import OPERATIONS, arithmetic
 from nestdsl.parse.language import MAX_STEPS
@@ -31,22 +31,13 @@ _ScheduleValue = int | _Steps
 _LITERAL_WORDS = {"float": "a float", "string": "a string"}
 
 
-class _ScheduleEvaluator:
-    """Evaluates schedule expressions into growth steps (counts may be parameters)."""
+class _ScheduleEvaluator(Interpreter[Token, _ScheduleValue]):
+    """Evaluates schedule expressions into growth steps (counts may be parameters): a method
+    per grammar rule, spans from the tree's positions."""
 
     def __init__(self, ctx: Context):
+        super().__init__()
         self.ctx = ctx
-        self._handlers: dict[str, Callable[[Tree, Span], _ScheduleValue]] = {
-            "int": self._int,
-            "paren": self._paren,
-            "name": self._name,
-            "tuple": self._sequence,
-            "add": self._add,
-            "mul": self._repeat,
-            "sub": self._int_only,
-            "div": self._int_only,
-            "floordiv": self._int_only,
-        }
 
     def steps(self, item: Item) -> tuple[GrowthStep, ...]:
         value = self.eval(item.expr)
@@ -60,26 +51,27 @@ class _ScheduleEvaluator:
         return value.steps
 
     def eval(self, expr: Tree) -> _ScheduleValue:
-        span = node_span(self.ctx.path, expr)
-        handler = self._handlers.get(expr.data)
-        if handler is None:
-            self.ctx.fail(
-                "E104",
-                f"the schedule cannot use {_LITERAL_WORDS.get(expr.data, f'`{expr.data}`')} here",
-                span,
-                "counts in a schedule are integers",
-            )
-        return handler(expr, span)
+        return self.visit(expr)
 
-    def _int(self, expr: Tree, span: Span) -> _ScheduleValue:
+    def __default__(self, expr: Tree) -> _ScheduleValue:
+        """Literals and calls the schedule has no use for."""
+        self.ctx.fail(
+            "E104",
+            f"the schedule cannot use {_LITERAL_WORDS.get(expr.data, f'`{expr.data}`')} here",
+            node_span(self.ctx.path, expr),
+            "counts in a schedule are integers",
+        )
+
+    def int(self, expr: Tree) -> _ScheduleValue:
         return int(str(expr.children[0]))
 
-    def _paren(self, expr: Tree, span: Span) -> _ScheduleValue:
+    def paren(self, expr: Tree) -> _ScheduleValue:
         (inner,) = expr.children
         assert isinstance(inner, Tree)
         return self.eval(inner)
 
-    def _name(self, expr: Tree, span: Span) -> _ScheduleValue:
+    def name(self, expr: Tree) -> _ScheduleValue:
+        span = node_span(self.ctx.path, expr)
         name = str(expr.children[0])
         if name in GROWTH_KINDS:
             return _Steps((GrowthStep(span=span, kinds=(name,)),))
@@ -94,7 +86,8 @@ class _ScheduleEvaluator:
             )
         return value
 
-    def _sequence(self, expr: Tree, span: Span) -> _ScheduleValue:
+    def tuple(self, expr: Tree) -> _ScheduleValue:
+        """`(a, b, ...)`: a sequence of growth steps."""
         steps: list[GrowthStep] = []
         for child in expr.children:
             assert isinstance(child, Tree)
@@ -108,7 +101,8 @@ class _ScheduleEvaluator:
             steps.extend(value.steps)
         return _Steps(tuple(steps))
 
-    def _add(self, expr: Tree, span: Span) -> _ScheduleValue:
+    def add(self, expr: Tree) -> _ScheduleValue:
+        span = node_span(self.ctx.path, expr)
         left, right = self._operands(expr)
         if isinstance(left, int) and isinstance(right, int):
             return left + right
@@ -129,7 +123,9 @@ class _ScheduleEvaluator:
         kinds = left.steps[0].kinds + right.steps[0].kinds
         return _Steps((GrowthStep(span=span, kinds=kinds),))
 
-    def _repeat(self, expr: Tree, span: Span) -> _ScheduleValue:
+    def mul(self, expr: Tree) -> _ScheduleValue:
+        """`steps * count` or `count * steps`: repetition."""
+        span = node_span(self.ctx.path, expr)
         left, right = self._operands(expr)
         if isinstance(left, int) and isinstance(right, int):
             return left * right
@@ -162,8 +158,9 @@ class _ScheduleEvaluator:
             )
         return _Steps(steps.steps * count)
 
-    def _int_only(self, expr: Tree, span: Span) -> _ScheduleValue:
+    def _int_only(self, expr: Tree) -> _ScheduleValue:
         """`-`, `/` and `//`: plain integer arithmetic on counts."""
+        span = node_span(self.ctx.path, expr)
         left, right = self._operands(expr)
         symbol, operation = OPERATIONS[expr.data]
         if not (isinstance(left, int) and isinstance(right, int)):
@@ -182,7 +179,9 @@ class _ScheduleEvaluator:
             self.ctx.fail("E104", "schedule counts must be integers", span, "use `//` for division")
         return value
 
-    def _operands(self, expr: Tree) -> tuple[_ScheduleValue, _ScheduleValue]:
+    sub = div = floordiv = _int_only
+
+    def _operands(self, expr: Tree) -> builtins.tuple[_ScheduleValue, _ScheduleValue]:
         left, right = expr.children
         assert isinstance(left, Tree) and isinstance(right, Tree)
         return self.eval(left), self.eval(right)

@@ -8,9 +8,10 @@ unit are built here too, as their arguments are the unit's parameters, not a fix
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import builtins
 
 from lark import Token, Tree
+from lark.visitors import Interpreter
 from pydantic import ValidationError
 
 from nestdsl.ast import CONNECTS, SHORTCUTS, Block, Call, UnitDef
@@ -32,47 +33,47 @@ _BLOCK_OPTIONS = ("count", "stride", "connect", "agg", "width")
 
 def to_expr(tree: Tree, path: str) -> Expr:
     """Turn a parsed expression into an unevaluated :class:`Expr` with spans."""
-    span = node_span(path, tree)
-    children = [c for c in tree.children if isinstance(c, Tree)]
-    return _TREES.get(tree.data, _operator)(tree, span, children, path)
+    return _ToExpr(path).visit(tree)
 
 
-def _literal(tree: Tree, span: Span, children: list[Tree], path: str) -> Expr:
-    (token,) = tree.children
-    text = str(token)
-    value = {"int": int, "float": float}.get(str(tree.data), lambda t: t[1:-1])(text)
-    return Expr("literal", span, value)
+class _ToExpr(Interpreter[Token, Expr]):
+    """One method per grammar rule of expressions; operators fall to ``__default__``."""
 
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
 
-def _name(tree: Tree, span: Span, children: list[Tree], path: str) -> Expr:
-    return Expr("name", span, str(tree.children[0]))
+    def _span(self, tree: Tree) -> Span:
+        return node_span(self.path, tree)
 
+    def _args(self, tree: Tree) -> builtins.tuple[Expr, ...]:
+        return builtins.tuple(self.visit(c) for c in tree.children if isinstance(c, Tree))
 
-def _paren(tree: Tree, span: Span, children: list[Tree], path: str) -> Expr:
-    return to_expr(children[0], path)
+    def int(self, tree: Tree) -> Expr:
+        return Expr("literal", self._span(tree), builtins.int(str(tree.children[0])))
 
+    def float(self, tree: Tree) -> Expr:
+        return Expr("literal", self._span(tree), builtins.float(str(tree.children[0])))
 
-def _tuple(tree: Tree, span: Span, children: list[Tree], path: str) -> Expr:
-    return Expr("tuple", span, args=tuple(to_expr(c, path) for c in children))
+    def string(self, tree: Tree) -> Expr:
+        return Expr("literal", self._span(tree), str(tree.children[0])[1:-1])
 
+    def name(self, tree: Tree) -> Expr:
+        return Expr("name", self._span(tree), str(tree.children[0]))
 
-def _call(tree: Tree, span: Span, children: list[Tree], path: str) -> Expr:
-    return Expr("call", span, str(tree.children[0]), tuple(to_expr(c, path) for c in children))
+    def paren(self, tree: Tree) -> Expr:
+        (inner,) = self._args(tree)
+        return inner
 
+    def tuple(self, tree: Tree) -> Expr:
+        return Expr("tuple", self._span(tree), args=self._args(tree))
 
-def _operator(tree: Tree, span: Span, children: list[Tree], path: str) -> Expr:
-    return Expr(str(tree.data), span, args=tuple(to_expr(c, path) for c in children))
+    def call(self, tree: Tree) -> Expr:
+        return Expr("call", self._span(tree), str(tree.children[0]), self._args(tree))
 
-
-_TREES: dict[str, Callable[[Tree, Span, list[Tree], str], Expr]] = {
-    "int": _literal,
-    "float": _literal,
-    "string": _literal,
-    "name": _name,
-    "paren": _paren,
-    "tuple": _tuple,
-    "call": _call,
-}
+    def __default__(self, tree: Tree) -> Expr:
+        """The binary operators: `add`, `sub`, `mul`, `div`, `floordiv`."""
+        return Expr(str(tree.data), self._span(tree), args=self._args(tree))
 
 
 def bare_name(item: Item) -> str | None:
