@@ -1,11 +1,11 @@
-"""Lowering blocks of user-defined units (`nest 2`) into IR layers.
+"""Lowering blocks of units — the prelude's built-in kinds and a spec's own — into IR layers.
 
 A unit instance is lowered by evaluating its body line by line with the instance's
 arguments, the spec's parameters and `in` (the instance's input channels). Primitives are a
 dispatch table (:data:`PRIMITIVES`); a convolution followed by `bn` and an activation, or a
 `bn` followed by an activation, become one IR layer, so `conv`, `bn`, `relu` lowers exactly
 like a built-in kind's convolution. Errors raised inside a body carry a note naming the block
-and unit that instantiated it.
+and unit that instantiated it. Every layer's span is the block statement that made it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from nestdsl import diagnostics
 from nestdsl.ast import Block, Call, UnitDef
-from nestdsl.diagnostics import NestError, Span
+from nestdsl.diagnostics import NestError
 from nestdsl.expr import Value, evaluate
 from nestdsl.ir.builder import (
     Attrs,
@@ -51,7 +51,6 @@ class _Draft:
     op: Op
     channels: int
     attrs: Attrs
-    span: Span
     part: str
 
 
@@ -101,7 +100,7 @@ class Instance:
 
     def start(self, op: Op, channels: int, attrs: Attrs, call: Call) -> None:
         self.commit()
-        self.pending = _Draft(op, channels, attrs, call.span, self.part_name(call.name))
+        self.pending = _Draft(op, channels, attrs, self.part_name(call.name))
 
 
 def _args(instance: Instance, call: Call, defaults: Mapping[str, Value]) -> dict[str, Value]:
