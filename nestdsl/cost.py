@@ -34,12 +34,12 @@ def _fan_in(ir: NestIR, layer: Layer, unit: UnitId) -> int:
     """Input channels one output channel of the unit reads (a group's, for grouped convs)."""
     if layer.groups > 1:
         return ir.in_channels(layer) // layer.groups
-    return len(ir.kept_channels(unit))
+    return ir.kept_width(unit)
 
 
 def _head_widths(ir: NestIR, layer: Layer, unit: UnitId) -> list[int]:
     """Widths of the head's linear layers: flattened input, hidden layers, classes."""
-    flat = len(ir.kept_channels(unit)) * layer.output_size**2
+    flat = ir.kept_width(unit) * layer.output_size**2
     return [flat, *layer.hidden, layer.channels]
 
 

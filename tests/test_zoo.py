@@ -95,3 +95,12 @@ def test_dump_shows_the_layers_of_user_units(golden) -> None:
     kept inputs (depthwise convolutions read their own stripe only)."""
     ir = nestdsl.build_ir(nestdsl.load(SPECS / "digits_mobilenet_width.nest"))
     golden("ir/digits_mobilenet_width.txt", nestdsl.dump_ir(ir))
+
+
+@pytest.mark.parametrize("path", every_spec(), ids=lambda p: p.stem)
+def test_kept_width_counts_the_kept_channels(path: Path) -> None:
+    """The cost model's arithmetic on stripe widths equals listing the kept channels."""
+    ir = nestdsl.build_ir(nestdsl.load(path))
+    for unit in ir.graph:
+        if ir.layers[unit[0]].inputs:
+            assert ir.kept_width(unit) == len(ir.kept_channels(unit)), unit

@@ -143,6 +143,15 @@ class NestIR:
         widths = [self.layers[s].channels for s in layer.inputs]
         return sum(widths) if layer.agg == "concat" else widths[0]
 
+    def kept_width(self, unit: UnitId) -> int:
+        """How many input channels the unit's kept edges cover: arithmetic on stripe widths
+        (the same number as ``len(kept_channels(unit))``, without listing the channels)."""
+        layer = self.layers[unit[0]]
+        kept = self.kept_inputs(unit)
+        if layer.agg == "sum" and kept:  # the same stripes from every summed input
+            kept = [u for u in kept if u[0] == kept[0][0]]
+        return sum(self.layers[source].stripes[i] for source, i in kept)
+
     def kept_channels(self, unit: UnitId) -> list[int]:
         """Input channels (of the aggregated input) that the unit's kept edges cover.
 
