@@ -14,6 +14,7 @@ from spec_helpers import SPECS, every_spec
 
 import nestdsl
 from nestdsl.draw.nodes import boxes
+from nestdsl.ir import Limits
 
 TORCHVISION = {
     "vgg16_bn": (138_365_992, 15_470_264_320),
@@ -104,3 +105,16 @@ def test_kept_width_counts_the_kept_channels(path: Path) -> None:
     for unit in ir.graph:
         if ir.layers[unit[0]].inputs:
             assert ir.kept_width(unit) == len(ir.kept_channels(unit)), unit
+
+
+def test_resource_limits_are_positioned_errors_that_can_be_raised() -> None:
+    """Sizes are checked while lowering, before any tensor exists; limits can be raised."""
+    spec = nestdsl.load(SPECS / "resnet50.nest")
+    with pytest.raises(nestdsl.NestError) as info:
+        nestdsl.build_ir(spec, Limits(max_params=25_000_000))
+    (diagnostic,) = info.value.diagnostics
+    assert diagnostic.code == "E501" and diagnostic.span is not None
+    assert "resnet50.nest:12:" in info.value.render()  # the head crosses it (2M weights)
+    with pytest.raises(nestdsl.NestError):
+        nestdsl.load(SPECS / "resnet50.nest", Limits(max_layers=50))
+    assert nestdsl.build_ir(spec, Limits(max_params=26_000_000)).num_stages == 1

@@ -12,16 +12,29 @@ from __future__ import annotations
 import networkx as nx
 
 from nestdsl.ast import Spec, Stem
+from nestdsl.diagnostics import NestError
 from nestdsl.ir.builder import Attrs, Builder, Feature, Place
+from nestdsl.ir.limits import Limits
 from nestdsl.ir.model import Layer, NestIR
 from nestdsl.ir.units import unit_block
 from nestdsl.schedule import expand
 
 
-def build_ir(spec: Spec) -> NestIR:
-    """Lower a checked spec into the IR (the spec must have passed ``nestdsl.checks``)."""
+def build_ir(spec: Spec, limits: Limits | None = None) -> NestIR:
+    """Lower a checked spec into the IR (the spec must have passed ``nestdsl.checks``).
+
+    Errors of unit bodies and crossed resource ``limits`` (default :class:`Limits`) are a
+    :class:`NestError` that renders with the spec's source lines.
+    """
+    try:
+        return _build(spec, limits or Limits())
+    except NestError as error:
+        raise NestError(error.diagnostics, {spec.path: spec.source}) from None
+
+
+def _build(spec: Spec, limits: Limits) -> NestIR:
     plan = expand(spec.schedule)
-    builder = Builder(spec, plan)
+    builder = Builder(spec, plan, limits)
     shape = spec.input
     image = builder.add(
         "input",

@@ -7,12 +7,14 @@ units (:mod:`nestdsl.ir.units`).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from nestdsl import diagnostics
 from nestdsl.ast import Block, Spec
 from nestdsl.diagnostics import Span
+from nestdsl.ir.limits import Limits, Usage
 from nestdsl.ir.model import Activation, Agg, Layer, Op
 from nestdsl.schedule import StagePlan
 
@@ -73,9 +75,10 @@ def merge(features: Sequence[Feature], agg: Agg) -> Feature:
 class Builder:
     """Accumulates layers in topological order while the blocks are lowered."""
 
-    def __init__(self, spec: Spec, plan: StagePlan):
+    def __init__(self, spec: Spec, plan: StagePlan, limits: Limits):
         self.spec = spec
         self.plan = plan
+        self.usage = Usage(limits)
         self.layers: dict[str, Layer] = {}
         self.position = 0
         """Trunk position of the repeated unit being lowered (1-based; 0 = stem)."""
@@ -120,6 +123,7 @@ class Builder:
                 f"multiple of {self.plan.width_units}",
                 span,
             )
+        self._count(op, feature, channels, attrs, span, split)
         if split:
             stripes = self.plan.stripe_channels(channels)
             stripe_stages = tuple(max(stage, s) for s in self.plan.stripe_stages)
@@ -154,6 +158,29 @@ class Builder:
             part=place.part,
         )
         return Feature((layer_id,), "sum", channels, self.layers[layer_id].size)
+
+    def _count(
+        self, op: Op, feature: Feature, channels: int, attrs: Attrs, span: Span, split: bool
+    ) -> None:
+        """Check the resource limits with this layer added (before anything is allocated)."""
+        stripes = len(self.plan.stripe_ratios) if split else 1
+        widths = [feature.channels * attrs.output_size**2, *attrs.hidden, channels]
+        params = {
+            "conv": channels * (feature.channels // attrs.groups) * attrs.kernel**2
+            + channels * (attrs.bias + 2 * attrs.bn),
+            "bn": 2 * channels,
+            "layernorm": 2 * channels,
+            "head": sum(a * b + b for a, b in itertools.pairwise(widths)),
+        }.get(op, 0)
+        height, width = attrs.output(feature.size)
+        self.usage.add(
+            span,
+            params=params,
+            activations=channels * height * width,
+            layers=1,
+            units=stripes,
+            edges=stripes * stripes * max(1, len(feature.sources)),
+        )
 
     def conv(
         self,

@@ -472,6 +472,8 @@ def unit_block(builder: Builder, block: Block, features: list[Feature]) -> list[
     """A block of units: a `chain`, or `sparse` / `dense` with interlaced depth levels."""
     unit = builder.spec.units[block.kind]
     connect = block.connection(unit)
+    total = builder.usage.totals.get("layers", 0) + block.count  # before looping over count
+    builder.usage.check("layers", total, block.span_of("count"))
     if connect == "chain":
         (feature,) = features  # checks refuse depth nesting of chain blocks
         for position in range(1, block.count + 1):
