@@ -35,6 +35,9 @@ class Usage:
     limits: Limits = field(default_factory=Limits)
     totals: dict[str, int] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.maxima = asdict(self.limits)  # once: asdict copies deeply
+
     def add(self, span: Span, **amounts: int) -> None:
         """Count one layer's ``params``, ``activations``, ``layers``, ``units``, ``edges``."""
         for name, amount in amounts.items():
@@ -43,7 +46,7 @@ class Usage:
             self.check(name, total, span)
 
     def check(self, name: str, total: int, span: Span) -> None:
-        limit = asdict(self.limits)[f"max_{name}"]
+        limit = self.maxima[f"max_{name}"]
         if total > limit:
             diagnostics.fail(
                 "E501",
