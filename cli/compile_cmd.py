@@ -86,23 +86,12 @@ class Compiled:
 
         return [
             StageRow(
-                cost, _relative_width(self.plan, cost.stage), _relative_depth(self.plan, cost.stage)
+                cost, self.plan.relative_width(cost.stage), self.plan.relative_depth(cost.stage)
             )
             for cost in stage_costs(self.ir)
         ]
 
 
-def _relative_width(plan: StagePlan, stage: int) -> int:
-    """Channels of D_stage over channels of D_1 (stripe ratios present at that stage)."""
-    present = sum(
-        r for r, s in zip(plan.stripe_ratios, plan.stripe_stages, strict=True) if s <= stage
-    )
-    return present // plan.stripe_ratios[0]
-
-
-def _relative_depth(plan: StagePlan, stage: int) -> int:
-    """Each depth level (or cascade exit) doubles the depth of the previous one."""
-    return int(2 ** (plan.level_of_stage(stage) - 1))
 
 
 def _header(compiled: Compiled) -> str:

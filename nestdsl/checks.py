@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from nestdsl.ast import SPARSE_KINDS, Block, Schedule, Spec
-from nestdsl.diagnostics import Diagnostic, Span
+from nestdsl.diagnostics import Diagnostic, Span, error
 from nestdsl.schedule import StagePlan, expand
 
 __all__ = ["check"]
@@ -29,17 +29,13 @@ def check(spec: Spec) -> list[Diagnostic]:
     return diagnostics
 
 
-def _error(code: str, message: str, span: Span, help: str | None = None) -> Diagnostic:
-    return Diagnostic(code=code, message=message, span=span, help=help)
-
-
 def _unique_block_names(spec: Spec) -> list[Diagnostic]:
     first: dict[str, Block] = {}
     out = []
     for block in spec.blocks:
         if block.name in first:
             out.append(
-                _error(
+                error(
                     "E107",
                     f"duplicate block name `{block.name}`",
                     block.span_of("name"),
@@ -55,16 +51,16 @@ def _unique_block_names(spec: Spec) -> list[Diagnostic]:
 def _spatial_size(spec: Spec) -> list[Diagnostic]:
     """Every downsampling layer needs at least `stride` pixels, or the image collapses."""
     size = min(spec.input.height, spec.input.width)
-    layers: list[tuple[str, int, Span]] = [
-        ("the stem", spec.stem.stride, spec.stem.span_of("stride"))
-    ]
-    if spec.stem.pool == "max":
-        layers.append(("the stem's max-pool", 2, spec.stem.span_of("pool")))
+    layers: list[tuple[str, int, Span]] = []
+    if spec.stem is not None:
+        layers.append(("the stem", spec.stem.stride, spec.stem.span_of("stride")))
+        if spec.stem.pool == "max":
+            layers.append(("the stem's max-pool", 2, spec.stem.span_of("pool")))
     layers += [(f"block `{b.name}`", b.stride, b.span_of("stride")) for b in spec.blocks]
     for what, stride, span in layers:
         if stride > size:
             return [
-                _error(
+                error(
                     "E203",
                     f"{what} has stride {stride} but its input is only {size} "
                     f"pixel{'s' if size != 1 else ''} across: "
@@ -85,7 +81,7 @@ def _schedule_rules(schedule: Schedule) -> list[Diagnostic]:
         others = sorted(kinds_used - {"cascade"})
         culprit = next(s for s in schedule.steps if set(s.kinds) & set(others))
         out.append(
-            _error(
+            error(
                 "E305",
                 "`cascade` cannot be mixed with other growth steps "
                 f"({', '.join(f'`{k}`' for k in others)}) in one schedule",
@@ -103,7 +99,7 @@ def _schedule_rules(schedule: Schedule) -> list[Diagnostic]:
         if repeated:
             reported.add(position)
             out.append(
-                _error(
+                error(
                     "E306",
                     f"a simultaneous step repeats `{repeated[0]}`",
                     step.span,
@@ -113,7 +109,7 @@ def _schedule_rules(schedule: Schedule) -> list[Diagnostic]:
         elif {"width", "even_width"} <= set(step.kinds):
             reported.add(position)
             out.append(
-                _error(
+                error(
                     "E307",
                     "a simultaneous step cannot combine `width` and `even_width`",
                     step.span,
@@ -143,10 +139,12 @@ def _width_divisible(spec: Spec, plan: StagePlan) -> list[Diagnostic]:
         return []
     ratios = ":".join(str(r) for r in plan.stripe_ratios)
     schedule = _schedule_text(spec)
-    layers = [("the stem", spec.stem.channels, spec.stem.span_of("channels"))]
-    layers += [(f"block `{b.name}`", b.channels, b.span_of("channels")) for b in spec.blocks]
+    layers = [("the stem", spec.stem.channels, spec.stem.span_of("channels"))] if spec.stem else []
+    layers += [
+        (f"block `{b.name}`", b.channels, b.span_of("channels")) for b in spec.blocks if b.builtin
+    ]
     return [
-        _error(
+        error(
             "E301",
             f"{what} has {channels} channels, which {schedule} splits {ratios} into stripes: "
             f"needs a multiple of {units}",
@@ -166,9 +164,21 @@ def _depth_blocks(spec: Spec, plan: StagePlan) -> list[Diagnostic]:
     multiple = 2 ** (levels - 1)
     out = []
     for block in spec.blocks:
-        if block.kind not in SPARSE_KINDS:
+        if not block.builtin and block.connection(spec.units[block.kind]) == "chain":
             out.append(
-                _error(
+                error(
+                    "E302",
+                    f"block `{block.name}` is a chain of `{block.kind}` units, but {schedule} "
+                    "nests depth by interlacing: a level keeps every 2nd, 4th ... unit, and in "
+                    "a chain each unit reads only the one before it, which a shallower level "
+                    "would not have",
+                    block.span_of("kind"),
+                    "add `connect=sparse` or `connect=dense` to the block, or nest by `width`",
+                )
+            )
+        elif block.builtin and block.kind not in SPARSE_KINDS:
+            out.append(
+                error(
                     "E302",
                     f"block `{block.name}` is `{block.kind}`, but {schedule} nests depth by "
                     "interlacing layers, which needs `sparse_resnet` or `sparsenet` blocks",
@@ -178,7 +188,7 @@ def _depth_blocks(spec: Spec, plan: StagePlan) -> list[Diagnostic]:
             )
         elif block.count % multiple:
             out.append(
-                _error(
+                error(
                     "E303",
                     f"block `{block.name}` has {block.count} layers, but {schedule} interlaces "
                     f"{levels} depth levels: needs a multiple of {multiple}",
@@ -198,7 +208,7 @@ def _cascade_total(spec: Spec, plan: StagePlan) -> list[Diagnostic]:
         return []
     span = spec.schedule.spans.get("steps", spec.schedule.span)
     return [
-        _error(
+        error(
             "E304",
             f"the blocks have {total} layers in all, but {_schedule_text(spec)} places "
             f"{plan.depth_levels} exits at doubling depths: needs a multiple of {multiple}",

@@ -1,12 +1,14 @@
 """Parameters and FLOPs per stage, computed from the IR alone (no module needed).
 
-FLOPs are counted as multiply-accumulates of convolutions and classifiers, as in the ResNet
-and anytime-network literature; BatchNorm, ReLU, additions and pooling are not counted.
+FLOPs are counted as multiply-accumulates of convolutions and linear layers (classifiers and
+their hidden layers), as in the ResNet and anytime-network literature; BatchNorm,
+activations, additions, pooling and dropout are not counted.
 A unit's cost covers only its kept edges, so pruned back-edges cost nothing.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from nestdsl.ir.model import Layer, NestIR, UnitId
@@ -28,22 +30,42 @@ class StageCost:
     """Parameters the anytime network holds up to stage k (all heads 1..k)."""
 
 
+def _fan_in(ir: NestIR, layer: Layer, unit: UnitId) -> int:
+    """Input channels one output channel of the unit reads (a group's, for grouped convs)."""
+    if layer.groups > 1:
+        return ir.in_channels(layer) // layer.groups
+    return ir.kept_width(unit)
+
+
+def _head_widths(ir: NestIR, layer: Layer, unit: UnitId) -> list[int]:
+    """Widths of the head's linear layers: flattened input, hidden layers, classes."""
+    flat = ir.kept_width(unit) * layer.output_size**2
+    return [flat, *layer.hidden, layer.channels]
+
+
 def unit_params(ir: NestIR, unit: UnitId) -> int:
     layer = ir.layers[unit[0]]
-    fan_in = len(ir.kept_channels(unit)) if layer.inputs else 0
     width = layer.stripes[unit[1]]
-    return {
-        "conv": width * fan_in * layer.kernel**2 + 2 * width,
-        "head": width * fan_in + width,
-    }.get(layer.op, 0)
+    if layer.op == "conv":
+        extra = width * layer.bias + 2 * width * layer.bn
+        return width * _fan_in(ir, layer, unit) * layer.kernel**2 + extra
+    if layer.op in ("bn", "layernorm"):
+        return 2 * width
+    if layer.op == "head":
+        widths = _head_widths(ir, layer, unit)
+        return sum(a * b + b for a, b in itertools.pairwise(widths))
+    return 0
 
 
 def unit_flops(ir: NestIR, unit: UnitId) -> int:
     layer = ir.layers[unit[0]]
-    if layer.op not in ("conv", "head"):
-        return 0
-    pixels = layer.size[0] * layer.size[1]
-    return pixels * layer.stripes[unit[1]] * len(ir.kept_channels(unit)) * layer.kernel**2
+    if layer.op == "conv":
+        pixels = layer.size[0] * layer.size[1]
+        return pixels * layer.stripes[unit[1]] * _fan_in(ir, layer, unit) * layer.kernel**2
+    if layer.op == "head":
+        widths = _head_widths(ir, layer, unit)
+        return sum(a * b for a, b in itertools.pairwise(widths))
+    return 0
 
 
 def _trunk_units(ir: NestIR) -> list[tuple[Layer, UnitId]]:

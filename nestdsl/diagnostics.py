@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Literal, NoReturn
 
 from pydantic import BaseModel, ConfigDict
 
@@ -57,6 +57,28 @@ class NestError(Exception):
 
     def render(self) -> str:
         return render_all(self.diagnostics, self.sources)
+
+
+def error(
+    code: str,
+    message: str,
+    span: Span | None = None,
+    help: str | None = None,
+    notes: Sequence[str] = (),
+) -> Diagnostic:
+    """The one way to make an error diagnostic (parser, checks, IR, data, training, CLI)."""
+    return Diagnostic(code=code, message=message, span=span, help=help, notes=tuple(notes))
+
+
+def fail(
+    code: str,
+    message: str,
+    span: Span | None = None,
+    help: str | None = None,
+    notes: Sequence[str] = (),
+) -> NoReturn:
+    """Raise a single error at once, for code that cannot go on (loading data, a run)."""
+    raise NestError([error(code, message, span, help, notes)])
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 
 from nestdsl.ast import SPARSE_KINDS, Block, Schedule, Spec
 from nestdsl.cost import stage_costs
-from nestdsl.diagnostics import Diagnostic, NestError
+from nestdsl.diagnostics import fail
 from nestdsl.ir import build_ir
 from nestdsl.load import loads
 from nestdsl.schedule import StagePlan, expand
@@ -74,15 +74,12 @@ def transform(spec: Spec, stage: int) -> Spec:
     """
     plan = expand(spec.schedule)
     if not 1 <= stage <= plan.num_stages:
-        raise NestError(
-            [
-                Diagnostic(
-                    code="T005",
-                    message=f"--oracle {stage}: `{spec.name}` has only {plan.num_stages} stages",
-                    help=f"choose a stage in 1..{plan.num_stages}",
-                )
-            ]
+        fail(
+            "T005",
+            f"--oracle {stage}: `{spec.name}` has only {plan.num_stages} stages",
+            help=f"choose a stage in 1..{plan.num_stages}",
         )
+    _require_builtin_blocks(spec)
     label = plan.labels[stage - 1]
     blocks = _cut_trunk(spec, plan, stage) if plan.cascade else _keep_levels(spec, plan, stage)
     return spec.model_copy(
@@ -99,6 +96,21 @@ def transform(spec: Spec, stage: int) -> Spec:
             "schedule": Schedule(span=spec.schedule.span),
         }
     )
+
+
+def _require_builtin_blocks(spec: Spec) -> None:
+    """The transformation rescales `channels` and `count` of the built-in kinds; a user unit's
+    widths are expressions of its own arguments, which it cannot rescale faithfully."""
+    custom = next((block for block in spec.blocks if not block.builtin), None)
+    if spec.stem is None or custom is not None:
+        where = f"block `{custom.name}` uses unit `{custom.kind}`" if custom else "it has no stem"
+        fail(
+            "T017",
+            f"--oracle needs a spec of built-in block kinds; in `{spec.name}` {where}",
+            custom.span if custom else None,
+            help="write the Oracle of this stage as its own plain spec (the stage's widths and "
+            "depths, no schedule) and train it with `nestdsl train`",
+        )
 
 
 def _width(channels: int, plan: StagePlan, stage: int) -> int:

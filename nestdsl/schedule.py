@@ -9,7 +9,7 @@ at once (simultaneous growth).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nestdsl.ast import Schedule
 
@@ -49,9 +49,16 @@ class StagePlan:
         """The deepest depth level (1-based) present at ``stage``."""
         return sum(s <= stage for s in self.level_stages)
 
-    def stripes_at(self, stage: int) -> int:
-        """How many stripes exist at ``stage``."""
-        return sum(s <= stage for s in self.stripe_stages)
+    def relative_width(self, stage: int) -> int:
+        """Channels of D_stage over channels of D_1 (the stripe ratios present at ``stage``)."""
+        present = sum(
+            r for r, s in zip(self.stripe_ratios, self.stripe_stages, strict=True) if s <= stage
+        )
+        return present // self.stripe_ratios[0]
+
+    def relative_depth(self, stage: int) -> int:
+        """Depth of D_stage over depth of D_1: each level (or cascade exit) doubles it."""
+        return 2 ** (self.level_of_stage(stage) - 1)
 
 
 def expand(schedule: Schedule) -> StagePlan:
@@ -67,34 +74,24 @@ def expand(schedule: Schedule) -> StagePlan:
             stripe_stages.append(stage)
         if kinds & {"depth", "cascade"}:
             level_stages.append(stage)
-    num_stages = len(schedule.steps) + 1
     kinds_used: set[str] = {k for step in schedule.steps for k in step.kinds}
-    cascade = "cascade" in kinds_used
-    return StagePlan(
-        num_stages=num_stages,
+    plan = StagePlan(
+        num_stages=len(schedule.steps) + 1,
         stripe_ratios=tuple(ratios),
         stripe_stages=tuple(stripe_stages),
         level_stages=tuple(level_stages),
-        cascade=cascade,
-        labels=_labels(num_stages, ratios, stripe_stages, level_stages, kinds_used),
+        cascade="cascade" in kinds_used,
+        labels=(),
     )
+    return replace(plan, labels=_labels(plan, kinds_used))
 
 
-def _labels(
-    num_stages: int,
-    ratios: list[int],
-    stripe_stages: list[int],
-    level_stages: list[int],
-    kinds_used: set[str],
-) -> tuple[str, ...]:
+def _labels(plan: StagePlan, kinds_used: set[str]) -> tuple[str, ...]:
+    """The paper's labels: `w` and/or `d` followed by the relative width and depth."""
     grows_width = bool(kinds_used & {"width", "even_width"})
     grows_depth = bool(kinds_used & {"depth", "cascade"})
-    labels = []
-    for stage in range(1, num_stages + 1):
-        width = sum(r for r, s in zip(ratios, stripe_stages, strict=True) if s <= stage)
-        depth = 2 ** (sum(s <= stage for s in level_stages) - 1)
-        label = (f"w{width // ratios[0]}" if grows_width or not grows_depth else "") + (
-            f"d{depth}" if grows_depth else ""
-        )
-        labels.append(label)
-    return tuple(labels)
+    return tuple(
+        (f"w{plan.relative_width(k)}" if grows_width or not grows_depth else "")
+        + (f"d{plan.relative_depth(k)}" if grows_depth else "")
+        for k in range(1, plan.num_stages + 1)
+    )

@@ -11,8 +11,14 @@ SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 
 def shipped_specs() -> list[Path]:
-    """Every spec in specs/ (used to parametrize invariant tests)."""
+    """Every spec in specs/ but the zoo (used to parametrize invariant tests that run the
+    networks; the zoo's ImageNet-sized networks are checked on the IR instead)."""
     return sorted(SPECS.glob("*.nest"))
+
+
+def every_spec() -> list[Path]:
+    """Every shipped spec, the zoo (specs/zoo/) included."""
+    return sorted(SPECS.rglob("*.nest"))
 
 
 TEMPLATE = """nest 1

@@ -6,7 +6,8 @@ import pytest
 from spec_helpers import small_spec
 
 import nestdsl
-from nestdsl.ir.build import _introducing_level, _sparse_sources
+from nestdsl.ir.builder import _introducing_level
+from nestdsl.ir.builder import sparse_sources as _sparse_sources
 
 
 def test_width_stripes_follow_power_of_two_schedule() -> None:

@@ -13,7 +13,12 @@ from nestdsl.diagnostics import NestError
 from nestdsl.oracle import oracle, oracle_cost, oracle_source, transform
 from nestdsl.schedule import expand
 
-PATHS = shipped_specs()
+PATHS = [
+    path
+    for path in shipped_specs()
+    if (spec := nestdsl.load(path)).stem is not None and all(b.builtin for b in spec.blocks)
+]
+"""The shipped specs of built-in block kinds (the transformation refuses user units)."""
 IDS = [p.stem for p in PATHS]
 
 
@@ -93,3 +98,13 @@ def test_a_stage_out_of_range_is_a_user_error() -> None:
     with pytest.raises(NestError) as caught:
         oracle(nestdsl.load(SPECS / "digits_width.nest"), 4)
     assert "[T005]" in caught.value.render() and "only 3 stages" in caught.value.render()
+
+
+def test_oracle_refuses_specs_of_user_units() -> None:
+    spec = nestdsl.load(SPECS / "digits_mobilenet_width.nest")
+    with pytest.raises(NestError) as caught:
+        oracle_source(spec, 1)
+    (diagnostic,) = caught.value.diagnostics
+    assert diagnostic.code == "T017"
+    assert "block `stem` uses unit `conv_bn`" in diagnostic.message
+    assert diagnostic.span is not None and diagnostic.span.line > 0

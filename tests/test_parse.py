@@ -196,7 +196,7 @@ def test_growth_step_spans() -> None:
         (BASE.replace("param n = 8", "param n = 8$"), ["E003"]),
         (BASE.replace("nest 1\n", ""), ["E004"]),
         (BASE.replace("nest 1\n", "") + "nest 1\n", ["E004"]),
-        (BASE.replace("nest 1", "nest 2"), ["E005"]),
+        (BASE.replace("nest 1", "nest 3"), ["E005"]),
         (BASE.replace("head classes", "haed classes"), ["E101"]),
         (BASE.replace("count=n", "cont=n"), ["E102"]),
         (BASE.replace("head classes=10", "head"), ["E103"]),

@@ -67,6 +67,11 @@ PROPERTY = settings(max_examples=20, deadline=None, suppress_health_check=[Healt
 @PROPERTY
 @given(specs())
 def test_random_specs_satisfy_the_invariants(spec: Spec) -> None:
+    check_invariants(spec)
+
+
+def check_invariants(spec: Spec) -> None:
+    """The brief's invariants 1-5 on one spec."""
     torch.manual_seed(0)
     net = nestdsl.compile(spec).eval()
     n = net.num_stages
@@ -111,3 +116,113 @@ def test_training_mode_anytime_matches_joint(spec: Spec) -> None:
     x = torch.randn(4, *net.input_shape)
     for a, b in zip(net(x), net.anytime(x), strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+LINES = [
+    "conv channels={c} kernel=1",
+    "conv channels={c} kernel=3 stride=1",
+    "conv depthwise=true",
+    "conv channels=in kernel=1 bias=true",
+    "bn",
+    "relu",
+    "relu6",
+    "silu",
+    "avgpool kernel=3 stride=1 padding=1",
+    "maxpool kernel=3 stride=1 padding=1",
+    "dropout p=0.1",
+]
+
+
+@st.composite
+def unit_specs(draw: st.DrawFn) -> str:
+    """A `nest 2` spec with a random unit, random connections and a random schedule."""
+    widths = draw(st.integers(0, 2))
+    depth = draw(st.booleans())
+    steps = ["width"] * widths + (["depth"] if depth else [])
+    steps = draw(st.permutations(steps))
+    units = 2**widths  # the sum of the stripe ratios of `width * widths`
+    c = units * draw(st.sampled_from([2, 4]))
+    body = [draw(st.sampled_from(LINES)) for _ in range(draw(st.integers(0, 3)))]
+    body.append("conv channels={c}")  # sums need every unit to end at the block's width
+    body += draw(st.lists(st.sampled_from(["bn", "relu", "gelu"]), max_size=2))
+    connect = draw(st.sampled_from(["sparse", "dense"] if depth else ["chain", "sparse", "dense"]))
+    shortcut = (
+        draw(st.sampled_from(["none", "auto", "projection"])) if connect == "chain" else "none"
+    )
+    agg = draw(st.sampled_from(["sum", "concat"]))
+    count = 2 * draw(st.integers(1, 2)) if depth else draw(st.integers(1, 3))
+    lines = "\n".join("  " + line.format(c=c) for line in body)
+    schedule = f"schedule ({', '.join(steps)},)" if steps else ""
+    return f"""nest 2
+unit u out shortcut={shortcut}
+{lines}
+end
+input shape=(1, 8, 8)
+stem conv channels={c}
+block b1 u count={count} out={c} connect={connect} agg={agg} width={c}
+block b2 u count={count} out={c} connect={connect} agg={agg} width={c} stride=2
+head classes=3
+{schedule}
+"""
+
+
+@PROPERTY
+@given(unit_specs())
+def test_random_unit_specs_satisfy_the_invariants(text: str) -> None:
+    """Invariants 1-5 on random units, connections and schedules, and 6: no dead units."""
+    import networkx as nx
+
+    spec = nestdsl.loads(text, "random.nest")
+    ir = nestdsl.build_ir(spec)
+    for k, head in enumerate(ir.heads, start=1):
+        reaching = nx.ancestors(ir.graph, (head, 0))
+        alive = [u for u in ir.graph if ir.stage(u) <= k and u[0] not in ir.heads]
+        assert all(u in reaching for u in alive)
+    check_invariants(spec)
+
+
+def test_channelwise_layers_over_concatenations_keep_stripes() -> None:
+    """Pre-activation dense blocks under width nesting: a BN over a concatenation of split
+    layers reads stripe j of each, gathered stripe by stripe in joint execution too."""
+    text = """nest 2
+unit u out
+  bn
+  relu
+  conv channels=out
+end
+unit final
+  bn
+  relu
+end
+input shape=(1, 8, 8)
+stem conv channels=8
+block b1 u count=3 out=8 connect=dense
+block f final count=1
+head classes=3
+schedule width * 2
+"""
+    spec = nestdsl.loads(text, "dense_width.nest")
+    net = nestdsl.compile(spec)
+    assert net.op("b1.3.bn1").order is not None
+    check_invariants(spec)
+
+
+def test_layernorm_nests_by_depth() -> None:
+    """LayerNorm is refused under width nesting (E407, a golden) but nests by depth."""
+    text = """nest 2
+unit block_ln out
+  conv depthwise=true kernel=7
+  layernorm
+  conv channels=4 * out kernel=1
+  gelu
+  conv channels=out kernel=1
+end
+input shape=(3, 16, 16)
+stem conv channels=16
+block b1 block_ln count=2 out=16 connect=sparse
+head classes=10
+schedule depth
+"""
+    spec = nestdsl.loads(text, "layernorm_depth.nest")
+    assert any(layer.op == "layernorm" for layer in nestdsl.build_ir(spec).layers.values())
+    check_invariants(spec)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nestdsl.compiler.ops import OPS, LayerOp
@@ -106,12 +107,12 @@ class NestedNet(nn.Module):
     def anytime(self, x: Tensor) -> Iterator[Tensor]:
         """Yield each stage's logits in order, computing only the units new at that stage."""
         cache: dict[UnitId, Tensor] = {("input", 0): x}
-        pooled: dict[UnitId, Tensor] = {}
+        pooled: dict[tuple[UnitId, int], Tensor] = {}
         for stage_steps, head in zip(self._steps, self.ir.heads, strict=True):
             for step in stage_steps:
                 op = self.op(step.layer)
                 is_head = op.layer.op == "head"
-                source = _PooledView(cache, pooled) if is_head else cache
+                source = _PooledView(cache, pooled, op.layer.output_size) if is_head else cache
                 gathered = _gather(step.groups, source)
                 for j, tensor in zip(
                     step.stripes, op.forward_units(gathered, step.stripes), strict=True
@@ -239,17 +240,24 @@ def _gather(groups: tuple[tuple[UnitId, ...], ...], cache: dict[UnitId, Tensor])
 
 
 class _PooledView(dict[UnitId, Tensor]):
-    """Global-average-pooled unit tensors, computed once per unit on first use (heads)."""
+    """Average-pooled unit tensors for heads, computed once per unit and size on first use."""
 
-    def __init__(self, cache: dict[UnitId, Tensor], pooled: dict[UnitId, Tensor]):
+    def __init__(
+        self,
+        cache: dict[UnitId, Tensor],
+        pooled: dict[tuple[UnitId, int], Tensor],
+        size: int,
+    ):
         super().__init__()
         self.cache = cache
         self.pooled = pooled
+        self.size = size
 
     def __missing__(self, unit: UnitId) -> Tensor:
-        if unit not in self.pooled:
-            self.pooled[unit] = self.cache[unit].mean(dim=(2, 3))
-        return self.pooled[unit]
+        key = (unit, self.size)
+        if key not in self.pooled:  # [B, C, s, s]
+            self.pooled[key] = F.adaptive_avg_pool2d(self.cache[unit], self.size)
+        return self.pooled[key]
 
 
 def _last_use(order: list[Layer]) -> dict[int, list[str]]:

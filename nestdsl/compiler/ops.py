@@ -11,8 +11,9 @@ activation never depends on units of later stages (no per-width BN switching is 
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -63,14 +64,30 @@ class _Assembly:
 class LayerOp(nn.Module, ABC):
     """Base class: a layer of the IR with per-unit parameters."""
 
+    order: Tensor | None
+
     def __init__(self, layer: Layer, kept: list[list[int]], in_channels: int):
         super().__init__()
         self.layer = layer
         self.kept = kept
         self.in_channels = in_channels
+        # A channel-wise layer over a concatenation of several split layers reads stripe j of
+        # each: its input is gathered stripe by stripe (the kept channels of stripe 1, then of
+        # stripe 2 ...), so that its own stripe j is a contiguous block, as in anytime mode.
+        stripe_major = layer.channelwise and layer.agg == "concat" and len(layer.inputs) > 1
+        order = [c for kept_j in kept for c in kept_j]
+        needed = stripe_major and len(layer.stripes) > 1 and order != sorted(order)
+        self.register_buffer(
+            "order", torch.tensor(order, dtype=torch.long) if needed else None, persistent=False
+        )
 
     def unit_parameters(self, stripe: int) -> list[nn.Parameter]:
         return []
+
+    def gather(self, inputs: Sequence[Tensor]) -> Tensor:
+        """The layer's aggregated input in the channel order its stripes read."""
+        x = aggregate(self.layer, inputs)
+        return x if self.order is None else x.index_select(1, self.order)
 
     @abstractmethod
     def forward(self, inputs: Sequence[Tensor]) -> Tensor:
@@ -81,60 +98,50 @@ class LayerOp(nn.Module, ABC):
         """Compute ``stripes`` (which share one kept-input set) from their gathered input."""
 
 
-class ConvOp(LayerOp):
-    """Convolution (no bias) + BatchNorm (+ ReLU)."""
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "identity": lambda x: x,
+    "relu": F.relu,
+    "relu6": F.relu6,
+    "silu": F.silu,
+    "gelu": F.gelu,
+    "hardswish": F.hardswish,
+    "sigmoid": torch.sigmoid,
+    "hardsigmoid": F.hardsigmoid,
+}
+"""Activation name (``Layer.act``) -> function; all act per element."""
+
+
+class _Normalised(LayerOp):
+    """Shared BatchNorm code of convolutions with BN and standalone BN layers."""
 
     running_mean: Tensor
     running_var: Tensor
+    bn_weight: nn.ParameterList
+    bn_bias: nn.ParameterList
 
-    def __init__(self, layer: Layer, kept: list[list[int]], in_channels: int):
-        super().__init__(layer, kept, in_channels)
-        k = layer.kernel
-        self.weight = nn.ParameterList(
-            nn.Parameter(torch.empty(c, len(kept_j), k, k))
-            for c, kept_j in zip(layer.stripes, kept, strict=True)
-        )
-        self.bn_weight = nn.ParameterList(nn.Parameter(torch.ones(c)) for c in layer.stripes)
-        self.bn_bias = nn.ParameterList(nn.Parameter(torch.zeros(c)) for c in layer.stripes)
-        self.register_buffer("running_mean", torch.zeros(layer.channels))
-        self.register_buffer("running_var", torch.ones(layer.channels))
-        self.assembly = [_Assembly(kept_j, in_channels) for kept_j in kept]
-        fan_out = layer.channels * k * k
-        for weight in self.weight:
-            nn.init.normal_(weight, std=(2.0 / fan_out) ** 0.5)  # He init, fan-out mode
+    def _create_norm(self) -> None:
+        stripes = self.layer.stripes
+        self.bn_weight = nn.ParameterList(nn.Parameter(torch.ones(c)) for c in stripes)
+        self.bn_bias = nn.ParameterList(nn.Parameter(torch.zeros(c)) for c in stripes)
+        self.register_buffer("running_mean", torch.zeros(self.layer.channels))
+        self.register_buffer("running_var", torch.ones(self.layer.channels))
 
-    def unit_parameters(self, stripe: int) -> list[nn.Parameter]:
-        return [self.weight[stripe], self.bn_weight[stripe], self.bn_bias[stripe]]
-
-    def dense_weight(self) -> Tensor:
-        blocks = [a.place(w) for a, w in zip(self.assembly, self.weight, strict=True)]
-        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=0)
-
-    def _affine(self, parameters: nn.ParameterList) -> Tensor:
-        return parameters[0] if len(parameters) == 1 else torch.cat(list(parameters))
-
-    def forward(self, inputs: Sequence[Tensor]) -> Tensor:
-        layer = self.layer
-        x = aggregate(layer, inputs)
-        y = F.conv2d(x, self.dense_weight(), stride=layer.stride, padding=layer.kernel // 2)
-        y = F.batch_norm(
+    def _bn_all(self, y: Tensor) -> Tensor:
+        return F.batch_norm(
             y,
             self.running_mean,
             self.running_var,
-            self._affine(self.bn_weight),
-            self._affine(self.bn_bias),
+            _cat(self.bn_weight),
+            _cat(self.bn_bias),
             self.training,
             BN_MOMENTUM,
             BN_EPS,
         )
-        return F.relu(y) if layer.relu else y
 
-    def forward_units(self, x: Tensor, stripes: Sequence[int]) -> list[Tensor]:
-        layer = self.layer
-        weights = [self.weight[j] for j in stripes]
-        weight = weights[0] if len(weights) == 1 else torch.cat(weights, dim=0)
-        y = F.conv2d(x, weight, stride=layer.stride, padding=layer.kernel // 2)
-        offsets = layer.offsets()
+    def _bn_units(self, y: Tensor, stripes: Sequence[int]) -> list[Tensor]:
+        """BatchNorm + activation of the consecutive channel chunks of ``stripes`` in ``y``."""
+        layer, offsets = self.layer, self.layer.offsets()
+        act = ACTIVATIONS[layer.act]
         outputs, start = [], 0
         for j in stripes:
             width = layer.stripes[j]
@@ -149,63 +156,220 @@ class ConvOp(LayerOp):
                 BN_MOMENTUM,
                 BN_EPS,
             )
-            outputs.append(F.relu(out) if layer.relu else out)
+            outputs.append(act(out))
             start += width
         return outputs
 
 
-class AddOp(LayerOp):
-    """Residual sum of the inputs (+ ReLU); stripe j adds stripe j of each input."""
+def _cat(parameters: nn.ParameterList) -> Tensor:
+    return parameters[0] if len(parameters) == 1 else torch.cat(list(parameters))
+
+
+class ConvOp(_Normalised):
+    """Convolution (+ bias) (+ BatchNorm) + activation; grouped convolutions keep stripes."""
+
+    def __init__(self, layer: Layer, kept: list[list[int]], in_channels: int):
+        super().__init__(layer, kept, in_channels)
+        k, groups = layer.kernel, layer.groups
+        per_group = in_channels // groups
+        self.weight = nn.ParameterList(
+            nn.Parameter(torch.empty(c, per_group if groups > 1 else len(kept_j), k, k))
+            for c, kept_j in zip(layer.stripes, kept, strict=True)
+        )
+        self.bias = (
+            nn.ParameterList(nn.Parameter(torch.zeros(c)) for c in layer.stripes)
+            if layer.bias
+            else None
+        )
+        if layer.bn:
+            self._create_norm()
+        self.assembly = [_Assembly(kept_j, in_channels) for kept_j in kept]
+        fan_out = layer.channels // groups * k * k
+        for weight in self.weight:
+            nn.init.normal_(weight, std=(2.0 / fan_out) ** 0.5)  # He init, fan-out mode
+
+    def unit_parameters(self, stripe: int) -> list[nn.Parameter]:
+        own = [self.weight[stripe]]
+        if self.bias is not None:
+            own.append(self.bias[stripe])
+        if self.layer.bn:
+            own += [self.bn_weight[stripe], self.bn_bias[stripe]]
+        return own
+
+    def dense_weight(self) -> Tensor:
+        if self.layer.groups > 1:  # stripes hold whole groups: no placement needed
+            return _cat_weights(list(self.weight))
+        return _cat_weights([a.place(w) for a, w in zip(self.assembly, self.weight, strict=True)])
+
+    def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None, out: int) -> Tensor:
+        layer = self.layer
+        groups = out // (layer.channels // layer.groups) if layer.groups > 1 else 1
+        return F.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, groups)
 
     def forward(self, inputs: Sequence[Tensor]) -> Tensor:
-        y = aggregate(self.layer, inputs)
-        return F.relu(y) if self.layer.relu else y
+        layer = self.layer
+        bias = _cat(self.bias) if self.bias is not None else None
+        y = self._conv(self.gather(inputs), self.dense_weight(), bias, layer.channels)
+        if layer.bn:
+            y = self._bn_all(y)
+        return ACTIVATIONS[layer.act](y)
 
     def forward_units(self, x: Tensor, stripes: Sequence[int]) -> list[Tensor]:
-        y = F.relu(x) if self.layer.relu else x
-        return [y]
+        layer = self.layer
+        weight = _cat_weights([self.weight[j] for j in stripes])
+        bias = torch.cat([self.bias[j] for j in stripes]) if self.bias is not None else None
+        y = self._conv(x, weight, bias, sum(layer.stripes[j] for j in stripes))
+        if layer.bn:
+            return self._bn_units(y, stripes)
+        return list(torch.split(ACTIVATIONS[layer.act](y), [layer.stripes[j] for j in stripes], 1))
 
 
-class MaxPoolOp(LayerOp):
-    """3×3 stride-2 max pooling, per channel."""
+def _cat_weights(weights: list[Tensor]) -> Tensor:
+    return weights[0] if len(weights) == 1 else torch.cat(weights, dim=0)
+
+
+class BatchNormOp(_Normalised):
+    """A standalone BatchNorm (+ activation), e.g. the BN → ReLU before a pre-activation conv."""
+
+    def __init__(self, layer: Layer, kept: list[list[int]], in_channels: int):
+        super().__init__(layer, kept, in_channels)
+        self._create_norm()
+
+    def unit_parameters(self, stripe: int) -> list[nn.Parameter]:
+        return [self.bn_weight[stripe], self.bn_bias[stripe]]
 
     def forward(self, inputs: Sequence[Tensor]) -> Tensor:
-        return F.max_pool2d(aggregate(self.layer, inputs), 3, self.layer.stride, 1)
+        return ACTIVATIONS[self.layer.act](self._bn_all(self.gather(inputs)))
 
     def forward_units(self, x: Tensor, stripes: Sequence[int]) -> list[Tensor]:
-        return [F.max_pool2d(x, 3, self.layer.stride, 1)]
+        return self._bn_units(x, stripes)
+
+
+class LayerNormOp(LayerOp):
+    """LayerNorm over the channels of each pixel (+ activation); one stripe only (checked)."""
+
+    def __init__(self, layer: Layer, kept: list[list[int]], in_channels: int):
+        super().__init__(layer, kept, in_channels)
+        self.weight = nn.Parameter(torch.ones(layer.channels))
+        self.bias = nn.Parameter(torch.zeros(layer.channels))
+
+    def unit_parameters(self, stripe: int) -> list[nn.Parameter]:
+        return [self.weight, self.bias]
+
+    def _normalize(self, x: Tensor) -> Tensor:
+        channels_last = x.permute(0, 2, 3, 1)  # [B, H, W, C]
+        y = F.layer_norm(channels_last, (x.shape[1],), self.weight, self.bias, BN_EPS)
+        return ACTIVATIONS[self.layer.act](y.permute(0, 3, 1, 2))  # [B, C, H, W]
+
+    def forward(self, inputs: Sequence[Tensor]) -> Tensor:
+        return self._normalize(self.gather(inputs))
+
+    def forward_units(self, x: Tensor, stripes: Sequence[int]) -> list[Tensor]:
+        return [self._normalize(x)]
+
+
+class _Elementwise(LayerOp):
+    """A parameter-free channel-wise op: ``_transform`` then the activation, per stripe."""
+
+    def _transform(self, x: Tensor) -> Tensor:
+        return x
+
+    def forward(self, inputs: Sequence[Tensor]) -> Tensor:
+        return ACTIVATIONS[self.layer.act](self._transform(self.gather(inputs)))
+
+    def forward_units(self, x: Tensor, stripes: Sequence[int]) -> list[Tensor]:
+        return [ACTIVATIONS[self.layer.act](self._transform(x))]
+
+
+class AddOp(_Elementwise):
+    """Residual sum of the inputs (+ activation); stripe j adds stripe j of each input."""
+
+
+class ActOp(_Elementwise):
+    """A standalone activation."""
+
+
+class MaxPoolOp(_Elementwise):
+    """Max pooling per channel (fixed kernel, or adaptive to ``output_size``)."""
+
+    def _transform(self, x: Tensor) -> Tensor:
+        layer = self.layer
+        if layer.output_size:
+            return F.adaptive_max_pool2d(x, layer.output_size)
+        return F.max_pool2d(x, layer.kernel, layer.stride, layer.padding)
+
+
+class AvgPoolOp(_Elementwise):
+    """Average pooling per channel (fixed kernel, or adaptive; size 1 is global pooling)."""
+
+    def _transform(self, x: Tensor) -> Tensor:
+        layer = self.layer
+        if layer.output_size:
+            return F.adaptive_avg_pool2d(x, layer.output_size)
+        return F.avg_pool2d(x, layer.kernel, layer.stride, layer.padding)
+
+
+class DropoutOp(_Elementwise):
+    """Dropout (training only); per element, so stripes stay independent."""
+
+    def _transform(self, x: Tensor) -> Tensor:
+        return F.dropout(x, self.layer.dropout, self.training)
 
 
 class HeadOp(LayerOp):
-    """Global average pooling + a linear classifier over the kept input channels."""
+    """Average pooling to ``output_size`` (1: global), flatten, hidden linear layers with ReLU,
+    and the classifier, over the kept input channels; dropout before each linear layer."""
 
     index: Tensor
 
     def __init__(self, layer: Layer, kept: list[list[int]], in_channels: int):
         super().__init__(layer, kept, in_channels)
         (kept_0,) = kept
-        self.weight = nn.Parameter(torch.empty(layer.channels, len(kept_0)))
+        widths = [len(kept_0) * layer.output_size**2, *layer.hidden]
+        self.hidden = nn.ParameterList(
+            nn.Parameter(torch.empty(b, a)) for a, b in itertools.pairwise(widths)
+        )
+        self.hidden_bias = nn.ParameterList(nn.Parameter(torch.zeros(b)) for b in layer.hidden)
+        self.weight = nn.Parameter(torch.empty(layer.channels, widths[-1]))
         self.bias = nn.Parameter(torch.zeros(layer.channels))
-        nn.init.normal_(self.weight, std=0.01)
+        for weight in (*self.hidden, self.weight):
+            nn.init.normal_(weight, std=0.01)
         self.register_buffer("index", torch.tensor(kept_0, dtype=torch.long), persistent=False)
         self.full = kept_0 == list(range(in_channels))
 
     def unit_parameters(self, stripe: int) -> list[nn.Parameter]:
-        return [self.weight, self.bias]
+        hidden = [p for pair in zip(self.hidden, self.hidden_bias, strict=True) for p in pair]
+        return [*hidden, self.weight, self.bias]
+
+    def pool(self, x: Tensor) -> Tensor:
+        """[B, C, H, W] -> [B, C, s, s] with s = ``output_size``."""
+        return F.adaptive_avg_pool2d(x, self.layer.output_size)
 
     def forward(self, inputs: Sequence[Tensor]) -> Tensor:
-        pooled = aggregate(self.layer, [t.mean(dim=(2, 3)) for t in inputs])  # [B, C_in]
+        pooled = aggregate(self.layer, [self.pool(t) for t in inputs])  # [B, C_in, s, s]
         if not self.full:
             pooled = pooled.index_select(1, self.index)
-        return F.linear(pooled, self.weight, self.bias)  # [B, classes]
+        return self._classify(pooled)
 
     def forward_units(self, x: Tensor, stripes: Sequence[int]) -> list[Tensor]:
-        return [F.linear(x, self.weight, self.bias)]
+        return [self._classify(x)]
+
+    def _classify(self, pooled: Tensor) -> Tensor:
+        y = pooled.flatten(1)  # [B, C_kept * s * s]
+        drop = self.layer.dropout
+        for weight, bias in zip(self.hidden, self.hidden_bias, strict=True):
+            y = F.relu(F.linear(F.dropout(y, drop, self.training), weight, bias))
+        return F.linear(F.dropout(y, drop, self.training), self.weight, self.bias)  # [B, classes]
 
 
 OPS: dict[str, type[LayerOp]] = {
     "conv": ConvOp,
+    "bn": BatchNormOp,
+    "layernorm": LayerNormOp,
+    "act": ActOp,
     "add": AddOp,
     "maxpool": MaxPoolOp,
+    "avgpool": AvgPoolOp,
+    "dropout": DropoutOp,
     "head": HeadOp,
 }

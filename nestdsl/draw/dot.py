@@ -36,14 +36,29 @@ INVISIBLE: Mapping[str, str] = {"style": "invis", "weight": "4"}
 
 def _kernel(layer: Layer) -> str:
     stride = f"/{layer.stride}" if layer.stride > 1 else ""
-    return f"{layer.kernel}×{layer.kernel}{stride}"
+    depthwise = " dw" if layer.groups > 1 and layer.groups == layer.channels else ""
+    grouped = f" g{layer.groups}" if layer.groups > 1 and not depthwise else ""
+    return f"{layer.kernel}×{layer.kernel}{stride}{depthwise}{grouped}"
+
+
+def _pool(layer: Layer) -> str:
+    kind = "max" if layer.op == "maxpool" else "avg"
+    size = f"→{layer.output_size}×{layer.output_size}" if layer.output_size else _kernel(layer)
+    return f"{kind}-pool {size}"
 
 
 DESCRIBE: Mapping[str, Callable[[Layer], str]] = {
     "input": lambda layer: f"{layer.channels}×{layer.size[0]}×{layer.size[1]}",
     "conv": lambda layer: f"conv {_kernel(layer)} · {layer.channels}",
     "add": lambda layer: f"⊕ add · {layer.channels}",
-    "maxpool": lambda layer: f"max-pool {_kernel(layer)}",
+    "maxpool": _pool,
+    "avgpool": _pool,
+    "bn": lambda layer: (
+        f"BN{'' if layer.act == 'identity' else ' ' + layer.act} · {layer.channels}"
+    ),
+    "act": lambda layer: f"{layer.act} · {layer.channels}",
+    "layernorm": lambda layer: f"LayerNorm · {layer.channels}",
+    "dropout": lambda layer: f"dropout {layer.dropout:g}",
     "head": lambda layer: f"avgpool + fc · {layer.channels}",
 }
 """Op → the header's second line."""
@@ -52,6 +67,11 @@ SHORT: Mapping[str, Callable[[Layer], str]] = {
     "conv": _kernel,
     "add": lambda layer: "⊕",
     "maxpool": lambda layer: f"pool {_kernel(layer)}",
+    "avgpool": lambda layer: f"pool {_kernel(layer)}",
+    "bn": lambda layer: "BN",
+    "layernorm": lambda layer: "LN",
+    "act": lambda layer: layer.act,
+    "dropout": lambda layer: "drop",
 }
 """Op → the compact form used in the chain of a collapsed run (`3×3 → 3×3 → ⊕`)."""
 
@@ -113,7 +133,7 @@ def _box_label(box: Box, ir: NestIR, colours: Mapping[int, StageColour]) -> str:
         return _table([_cell(text, {"bgcolor": colour.fill})], style="rounded")
     if layer.op == "input":
         return _table([_header("input", DESCRIBE["input"](layer))], style="rounded")
-    if box.repeat > 1:
+    if box.repeat > 1 or len(box.layers) > 1:
         chain = (
             DESCRIBE[layer.op](layer)
             if len(box.layers) == 1
@@ -121,7 +141,9 @@ def _box_label(box: Box, ir: NestIR, colours: Mapping[int, StageColour]) -> str:
         )
         key = unit_key(box.layers[0])
         first = f"{key[0]}.{key[1]}" if key is not None else box.layers[0].id
-        title = f"{first} … {box.last} × {box.repeat}"
+        title = (
+            f"{first} … {box.last} × {box.repeat}" if box.repeat > 1 else f"{first} {layer.unit}"
+        )
         return _table([_header(title, chain), *_stripes(layer, colours)])
     return _table([_header(layer.id, DESCRIBE[layer.op](layer)), *_stripes(layer, colours)])
 
@@ -130,7 +152,7 @@ def _cluster_of(box: Box) -> str | None:
     """Blocks get a cluster each; stem layers share one; input, exits and heads none."""
     if box.block is not None:
         return box.block
-    return "stem" if box.output.id.startswith("stem") else None
+    return "stem" if box.output.part in ("stem", "pool") else None
 
 
 def _edge_line(edge: Edge) -> str:
@@ -158,7 +180,7 @@ def _rank_groups(ir: NestIR, drawn: list[Box]) -> list[str]:
     lines = []
     transitions: dict[str | None, list[str]] = {}
     for box in drawn:
-        if box.block is not None and box.output.id.startswith(f"{box.block}.trans"):
+        if box.block is not None and box.output.part == "transition":
             transitions.setdefault(box.block, []).append(box.id)
     for ids in transitions.values():
         if len(ids) > 1:

@@ -2,19 +2,18 @@
 
 A diagram node is a :class:`Box`: one layer, or a run of identical repeated units of a block
 drawn once with "× n". Runs are found here so that the DOT writer only formats boxes.
-Collapsing never hides nesting: the units of a run must agree on every layer's op, shape and
+A unit defined in the spec is one node in the collapsed (block) view. Collapsing never hides
+nesting: the units of a run must agree on every layer's op, shape and
 unit stages, and only residual units and plain layers collapse (sparse layers differ in their
 skip connections, and depth-interlaced layers are the point of the picture).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from nestdsl.ast import BLOCK_KINDS
 from nestdsl.ir.model import Layer, NestIR
-
-_UNIT = re.compile(r"^(?P<position>\d+)(?:\.(?P<part>\w+))?$")
 
 Unit = tuple[Layer, ...]
 """The layers of one repeated unit of a block: a residual unit, or one plain/sparse layer."""
@@ -58,12 +57,9 @@ class Edge:
 
 def unit_key(layer: Layer) -> tuple[str, int, str] | None:
     """(block, position, part) for layers of repeated units (`s1.3.conv1`, `s1.3`), else None."""
-    if layer.block is None or not layer.id.startswith(layer.block + "."):
+    if layer.block is None or not layer.position:
         return None
-    match = _UNIT.match(layer.id[len(layer.block) + 1 :])
-    if match is None:
-        return None
-    return layer.block, int(match["position"]), match["part"] or ""
+    return layer.block, layer.position, layer.part
 
 
 def _signature(unit: Unit) -> tuple[tuple[object, ...], ...]:
@@ -87,9 +83,14 @@ def _signature(unit: Unit) -> tuple[tuple[object, ...], ...]:
     )
 
 
+def _user_unit(unit: Unit) -> bool:
+    """The layers of one instance of a unit defined in the spec (drawn as one node)."""
+    return unit[0].position > 0 and unit[0].unit not in BLOCK_KINDS
+
+
 def _collapsible(unit: Unit) -> bool:
-    """Residual units (ending in an add) and single-input plain layers may collapse."""
-    if unit[-1].op == "add":
+    """Residual units (ending in an add), user units and single-input plain layers collapse."""
+    if unit[-1].op == "add" or _user_unit(unit):
         return True
     return len(unit) == 1 and unit[0].op == "conv" and len(unit[0].inputs) == 1
 
@@ -146,7 +147,14 @@ def boxes(ir: NestIR, *, collapse: bool) -> list[Box]:
             box_id = f"{first[0]}.{first[1]}-{last[1]}"
             result.append(Box(box_id, run[0], members, len(run), f"{last[0]}.{last[1]}"))
             continue
-        result.extend(Box(layer.id, (layer,), (layer.id,)) for unit in run for layer in unit)
+        for unit in run:
+            if collapse and len(unit) > 1 and _user_unit(unit):
+                key = unit_key(unit[0])
+                assert key is not None
+                members = tuple(layer.id for layer in unit)
+                result.append(Box(f"{key[0]}.{key[1]}", unit, members))
+            else:
+                result.extend(Box(layer.id, (layer,), (layer.id,)) for layer in unit)
     return result
 
 

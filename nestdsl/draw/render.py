@@ -13,7 +13,7 @@ from pathlib import Path
 
 import graphviz
 
-from nestdsl.diagnostics import Diagnostic, NestError
+from nestdsl import diagnostics
 
 INSTALL_HELP = (
     "install Graphviz (`apt-get install graphviz` on Debian/Ubuntu, `brew install graphviz` "
@@ -32,28 +32,20 @@ def _graphviz(fmt: str) -> Callable[[str, Path], None]:
         try:
             data = graphviz.Source(source).pipe(format=fmt, quiet=True)
         except graphviz.ExecutableNotFound:
-            raise NestError(
-                [
-                    Diagnostic(
-                        code="E902",
-                        message=f"cannot render `{path}`: Graphviz's `dot` program is not "
-                        "installed or not on PATH",
-                        help=INSTALL_HELP,
-                    )
-                ]
-            ) from None
+            diagnostics.fail(
+                code="E902",
+                message=f"cannot render `{path}`: Graphviz's `dot` program is not "
+                "installed or not on PATH",
+                help=INSTALL_HELP,
+            )
         except subprocess.CalledProcessError as error:
             stderr = error.stderr.decode(errors="replace").strip() if error.stderr else ""
-            raise NestError(
-                [
-                    Diagnostic(
-                        code="E903",
-                        message=f"Graphviz failed to render `{path}`",
-                        notes=(stderr,) if stderr else (),
-                        help="write the DOT source with `-o FILE.dot` and report the problem",
-                    )
-                ]
-            ) from None
+            diagnostics.fail(
+                code="E903",
+                message=f"Graphviz failed to render `{path}`",
+                notes=(stderr,) if stderr else (),
+                help="write the DOT source with `-o FILE.dot` and report the problem",
+            )
         path.write_bytes(data)
 
     return run
@@ -76,13 +68,9 @@ def render(dot_source: str, path: Path) -> None:
     if renderer is None:
         supported = ", ".join(f"`{s}`" for s in RENDERERS)
         shown = f"`{path.suffix}`" if path.suffix else "no suffix"
-        raise NestError(
-            [
-                Diagnostic(
-                    code="E901",
-                    message=f"cannot draw to `{path}`: unknown format ({shown})",
-                    help=f"name the output file with one of {supported}",
-                )
-            ]
+        diagnostics.fail(
+            code="E901",
+            message=f"cannot draw to `{path}`: unknown format ({shown})",
+            help=f"name the output file with one of {supported}",
         )
     renderer(dot_source, path)

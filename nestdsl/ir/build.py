@@ -1,6 +1,7 @@
 """Lower a checked AST into the graph IR: layers, stages, and the pruned unit graph.
 
-Block kinds are lowered by a dispatch table (:data:`BLOCK_BUILDERS`). Every layer is given
+Every block repeats a unit: one of the prelude's built-in kinds or one the spec defines; both
+are lowered by :mod:`nestdsl.ir.units`. Every layer is given
 its stage when it is created: the stage of its depth level for interlaced depth nesting, of
 its cascade exit for the EANN baseline, 1 otherwise; width nesting then splits each layer
 into stripes whose units get ``max(layer stage, stripe stage)``.
@@ -8,142 +9,32 @@ into stripes whose units get ``max(layer stage, stripe stage)``.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-
 import networkx as nx
 
-from nestdsl.ast import Block, Spec
-from nestdsl.diagnostics import Span
-from nestdsl.ir.model import CHANNELWISE_OPS, Agg, Layer, NestIR, Op
-from nestdsl.schedule import StagePlan, expand
+from nestdsl.ast import Spec, Stem
+from nestdsl.diagnostics import NestError
+from nestdsl.ir.builder import Attrs, Builder, Feature, Place
+from nestdsl.ir.limits import Limits
+from nestdsl.ir.model import Layer, NestIR
+from nestdsl.ir.units import unit_block
+from nestdsl.schedule import expand
 
 
-@dataclass(frozen=True)
-class Feature:
-    """A tensor as a consumer sees it: one or more layers, combined by ``agg``."""
+def build_ir(spec: Spec, limits: Limits | None = None) -> NestIR:
+    """Lower a checked spec into the IR (the spec must have passed ``nestdsl.checks``).
 
-    sources: tuple[str, ...]
-    agg: Agg
-    channels: int
-    size: tuple[int, int]
-
-
-def merge(features: Sequence[Feature], agg: Agg) -> Feature:
-    """Aggregate several single-layer features (a SparseNet layer's input)."""
-    channels = features[0].channels if agg == "sum" else sum(f.channels for f in features)
-    sources = tuple(s for f in features for s in f.sources)
-    return Feature(sources, agg, channels, features[0].size)
+    Errors of unit bodies and crossed resource ``limits`` (default :class:`Limits`) are a
+    :class:`NestError` that renders with the spec's source lines.
+    """
+    try:
+        return _build(spec, limits or Limits())
+    except NestError as error:
+        raise NestError(error.diagnostics, {spec.path: spec.source}) from None
 
 
-class Builder:
-    """Accumulates layers in topological order while the blocks are lowered."""
-
-    def __init__(self, spec: Spec, plan: StagePlan):
-        self.spec = spec
-        self.plan = plan
-        self.layers: dict[str, Layer] = {}
-        self.position = 0
-        """Trunk position of the repeated unit being lowered (1-based; 0 = stem)."""
-        self.trunk: list[Feature] = []
-        """The feature after each trunk position, for cascade exits (single-level nets only)."""
-        total = sum(block.count for block in spec.blocks)
-        self.exit_positions = tuple(
-            total // 2 ** (plan.depth_levels - e) for e in range(1, plan.depth_levels + 1)
-        )
-
-    def stage_of(self, level: int, position: int | None = None) -> int:
-        """The stage of a layer of depth ``level`` at trunk ``position``."""
-        if not self.plan.cascade:
-            return self.plan.level_stages[level - 1]
-        position = self.position if position is None else position
-        exit_index = next(
-            (i for i, p in enumerate(self.exit_positions) if position <= p),
-            len(self.exit_positions) - 1,
-        )
-        return self.plan.level_stages[exit_index]
-
-    def add(
-        self,
-        layer_id: str,
-        op: Op,
-        feature: Feature,
-        channels: int,
-        *,
-        stage: int,
-        span: Span,
-        label: str,
-        kernel: int = 1,
-        stride: int = 1,
-        relu: bool = False,
-        block: str | None = None,
-        level: int = 1,
-        split: bool = True,
-    ) -> Feature:
-        """Create a layer reading ``feature``; return its output as a feature."""
-        if split:
-            stripes = self.plan.stripe_channels(channels)
-            stripe_stages = tuple(max(stage, s) for s in self.plan.stripe_stages)
-        else:
-            stripes, stripe_stages = (channels,), (stage,)
-        height, width = feature.size
-        size = (math.ceil(height / stride), math.ceil(width / stride))
-        if op == "head":
-            size = (1, 1)
-        self.layers[layer_id] = Layer(
-            id=layer_id,
-            op=op,
-            stage=stage,
-            inputs=feature.sources,
-            agg=feature.agg,
-            stripes=stripes,
-            stripe_stages=stripe_stages,
-            size=size,
-            span=span,
-            label=label,
-            kernel=kernel,
-            stride=stride,
-            relu=relu,
-            block=block,
-            level=level,
-        )
-        return Feature((layer_id,), "sum", channels, size)
-
-    def conv(
-        self,
-        layer_id: str,
-        feature: Feature,
-        channels: int,
-        *,
-        kernel: int,
-        stride: int = 1,
-        relu: bool = True,
-        block: Block,
-        label: str,
-        level: int = 1,
-        stage: int | None = None,
-    ) -> Feature:
-        return self.add(
-            layer_id,
-            "conv",
-            feature,
-            channels,
-            stage=self.stage_of(level) if stage is None else stage,
-            span=block.span,
-            label=label,
-            kernel=kernel,
-            stride=stride,
-            relu=relu,
-            block=block.name,
-            level=level,
-        )
-
-
-def build_ir(spec: Spec) -> NestIR:
-    """Lower a checked spec into the IR (the spec must have passed ``nestdsl.checks``)."""
+def _build(spec: Spec, limits: Limits) -> NestIR:
     plan = expand(spec.schedule)
-    builder = Builder(spec, plan)
+    builder = Builder(spec, plan, limits)
     shape = spec.input
     image = builder.add(
         "input",
@@ -153,37 +44,14 @@ def build_ir(spec: Spec) -> NestIR:
         stage=1,
         span=shape.span,
         label=f"input {shape.channels}×{shape.height}×{shape.width}",
+        place=Place(part="input"),
         split=False,
     )
-    stem = spec.stem
-    feature = builder.add(
-        "stem",
-        "conv",
-        image,
-        stem.channels,
-        stage=1,
-        span=stem.span,
-        label=f"stem conv {stem.kernel}×{stem.kernel}/{stem.stride}",
-        kernel=stem.kernel,
-        stride=stem.stride,
-        relu=True,
-    )
-    if stem.pool == "max":
-        feature = builder.add(
-            "stem.pool",
-            "maxpool",
-            feature,
-            stem.channels,
-            stage=1,
-            span=stem.span_of("pool"),
-            label="stem max-pool 3×3/2",
-            kernel=3,
-            stride=2,
-        )
+    feature = image if spec.stem is None else _stem(builder, spec.stem, image)
     levels = 1 if plan.cascade else plan.depth_levels
     features = [feature] * levels
     for block in spec.blocks:
-        features = BLOCK_BUILDERS[block.kind](builder, block, features)
+        features = unit_block(builder, block, features)
     heads = _cascade_heads(builder) if plan.cascade else _nested_heads(builder, features)
     return NestIR(
         name=spec.name,
@@ -194,6 +62,36 @@ def build_ir(spec: Spec) -> NestIR:
         num_classes=spec.head.classes,
         graph=_unit_graph(builder.layers),
     )
+
+
+def _stem(builder: Builder, stem: Stem, image: Feature) -> Feature:
+    """`nest 1`'s stem: conv, BatchNorm, ReLU, and an optional 3×3/2 max-pool."""
+    feature = builder.add(
+        "stem",
+        "conv",
+        image,
+        stem.channels,
+        stage=1,
+        span=stem.span,
+        label=f"stem conv {stem.kernel}×{stem.kernel}/{stem.stride}",
+        attrs=Attrs(
+            kernel=stem.kernel, stride=stem.stride, padding=stem.kernel // 2, bn=True, act="relu"
+        ),
+        place=Place(part="stem"),
+    )
+    if stem.pool == "max":
+        feature = builder.add(
+            "stem.pool",
+            "maxpool",
+            feature,
+            stem.channels,
+            stage=1,
+            span=stem.span_of("pool"),
+            label="stem max-pool 3×3/2",
+            attrs=Attrs(kernel=3, stride=2, padding=1),
+            place=Place(part="pool"),
+        )
+    return feature
 
 
 def _head(builder: Builder, stage: int, feature: Feature) -> str:
@@ -207,6 +105,8 @@ def _head(builder: Builder, stage: int, feature: Feature) -> str:
         stage=stage,
         span=head.span,
         label=f"head {builder.plan.labels[stage - 1]} (stage {stage})",
+        attrs=Attrs(output_size=head.pool, hidden=head.hidden, dropout=head.dropout),
+        place=Place(part="head"),
         split=False,
     )
     return layer_id
@@ -239,204 +139,11 @@ def _cascade_heads(builder: Builder) -> tuple[str, ...]:
                 stage=stage,
                 span=builder.spec.schedule.span,
                 label=f"exit {stage} branch conv 3×3",
-                kernel=3,
-                relu=True,
+                attrs=Attrs(kernel=3, padding=1, bn=True, act="relu"),
+                place=Place(part="exit"),
             )
         heads.append(_head(builder, stage, feature))
     return tuple(heads)
-
-
-# --- block kinds ---------------------------------------------------------------------------
-
-
-def _single_level(features: list[Feature]) -> Feature:
-    assert len(features) == 1, "checks reject depth nesting of non-sparse blocks"
-    return features[0]
-
-
-def _plain_block(builder: Builder, block: Block, features: list[Feature]) -> list[Feature]:
-    feature = _single_level(features)
-    for r in range(1, block.count + 1):
-        builder.position += 1
-        feature = builder.conv(
-            f"{block.name}.{r}",
-            feature,
-            block.channels,
-            kernel=3,
-            stride=block.stride if r == 1 else 1,
-            block=block,
-            label=f"{block.name} layer {r} conv 3×3",
-        )
-        builder.trunk.append(feature)
-    return [feature]
-
-
-def _shortcut(
-    builder: Builder, block: Block, unit: str, feature: Feature, channels: int, stride: int
-) -> Feature:
-    """Identity when shapes allow, else a 1×1 projection (conv + BN)."""
-    identity = stride == 1 and feature.channels == channels
-    if identity and (len(feature.sources) == 1 or feature.agg == "sum"):
-        return feature
-    return builder.conv(
-        f"{unit}.proj",
-        feature,
-        channels,
-        kernel=1,
-        stride=stride,
-        relu=False,
-        block=block,
-        label=f"{unit} projection 1×1/{stride}",
-    )
-
-
-def _residual_unit(
-    builder: Builder,
-    block: Block,
-    unit: str,
-    feature: Feature,
-    convs: Sequence[tuple[str, int, int, int, bool]],
-    stride: int,
-) -> Feature:
-    """A residual unit: a chain of convs (name, kernel, channels, stride, relu) + shortcut."""
-    shortcut = _shortcut(builder, block, unit, feature, convs[-1][2], stride)
-    main = feature
-    for name, kernel, channels, conv_stride, relu in convs:
-        main = builder.conv(
-            f"{unit}.{name}",
-            main,
-            channels,
-            kernel=kernel,
-            stride=conv_stride,
-            relu=relu,
-            block=block,
-            label=f"{unit} {name} {kernel}×{kernel}"
-            + (f"/{conv_stride}" if conv_stride > 1 else ""),
-        )
-    summed = Feature(main.sources + shortcut.sources, "sum", main.channels, main.size)
-    return builder.add(
-        f"{unit}.add",
-        "add",
-        summed,
-        main.channels,
-        stage=builder.stage_of(1),
-        span=block.span,
-        label=f"{unit} residual add + ReLU",
-        relu=True,
-        block=block.name,
-    )
-
-
-def _basic_block(builder: Builder, block: Block, features: list[Feature]) -> list[Feature]:
-    feature = _single_level(features)
-    c = block.channels
-    for r in range(1, block.count + 1):
-        builder.position += 1
-        stride = block.stride if r == 1 else 1
-        convs = [("conv1", 3, c, stride, True), ("conv2", 3, c, 1, False)]
-        feature = _residual_unit(builder, block, f"{block.name}.{r}", feature, convs, stride)
-        builder.trunk.append(feature)
-    return [feature]
-
-
-def _bottleneck_block(builder: Builder, block: Block, features: list[Feature]) -> list[Feature]:
-    feature = _single_level(features)
-    c, out = block.channels, block.channels * block.expansion
-    for r in range(1, block.count + 1):
-        builder.position += 1
-        stride = block.stride if r == 1 else 1
-        convs = [
-            ("conv1", 1, c, 1, True),
-            ("conv2", 3, c, stride, True),
-            ("conv3", 1, out, 1, False),
-        ]
-        feature = _residual_unit(builder, block, f"{block.name}.{r}", feature, convs, stride)
-        builder.trunk.append(feature)
-    return [feature]
-
-
-def _introducing_level(position: int, levels: int) -> int:
-    """Level k holds every 2**(levels-k)-th layer from the first; the first such k."""
-    return next(k for k in range(1, levels + 1) if (position - 1) % 2 ** (levels - k) == 0)
-
-
-def _sparse_sources(index: int) -> list[int]:
-    """SparseNet rule: the layers at power-of-2 distances before ``index`` (0 = block input)."""
-    sources, distance = [], 1
-    while distance <= index:
-        sources.append(index - distance)
-        distance *= 2
-    return sources
-
-
-def _sparse_block(builder: Builder, block: Block, features: list[Feature]) -> list[Feature]:
-    """SparseNet / Sparse ResNet block with interlaced depth levels and aligned connections.
-
-    A layer's inputs are defined once, by the SparseNet rule in the indexing of the level
-    that introduces it; each level has its own block input (a transition when the shape
-    changes) and its own block output (the aggregate at position L_k + 1 of its indexing).
-    """
-    agg: Agg = "sum" if block.kind == "sparse_resnet" else "concat"
-    width = block.channels if agg == "sum" else 2 * block.channels
-    levels = len(features)
-    first_stage_position = builder.position + 1
-    inputs: list[Feature] = []
-    for level, feature in enumerate(features, start=1):
-        needs = feature.channels != width or block.stride != 1 or len(feature.sources) > 1
-        if needs:
-            suffix = f".trans{level}" if levels > 1 else ".trans"
-            feature = builder.conv(
-                f"{block.name}{suffix}",
-                feature,
-                width,
-                kernel=3,
-                stride=block.stride,
-                block=block,
-                label=f"{block.name} transition 3×3/{block.stride}"
-                + (f" (level {level})" if levels > 1 else ""),
-                level=level,
-                stage=builder.stage_of(level, first_stage_position),
-            )
-        inputs.append(feature)
-
-    outputs: dict[int, Feature] = {}
-
-    def at(level: int, index: int) -> Feature:
-        step = 2 ** (levels - level)
-        return inputs[level - 1] if index == 0 else outputs[(index - 1) * step + 1]
-
-    for position in range(1, block.count + 1):
-        builder.position += 1
-        level = _introducing_level(position, levels)
-        index = (position - 1) // 2 ** (levels - level) + 1
-        sources = [at(level, i) for i in _sparse_sources(index)]
-        outputs[position] = builder.conv(
-            f"{block.name}.{position}",
-            merge(sources, agg),
-            block.channels,
-            kernel=3,
-            block=block,
-            label=f"{block.name} layer {position} conv 3×3"
-            + (f" (level {level})" if levels > 1 else ""),
-            level=level,
-        )
-        if levels == 1:  # what a cascade exit after this layer reads: the aggregate so far
-            builder.trunk.append(merge([at(1, i) for i in _sparse_sources(position + 1)], agg))
-    return [
-        merge(
-            [at(level, i) for i in _sparse_sources(block.count // 2 ** (levels - level) + 1)], agg
-        )
-        for level in range(1, levels + 1)
-    ]
-
-
-BLOCK_BUILDERS: dict[str, Callable[[Builder, Block, list[Feature]], list[Feature]]] = {
-    "plain": _plain_block,
-    "basic": _basic_block,
-    "bottleneck": _bottleneck_block,
-    "sparse_resnet": _sparse_block,
-    "sparsenet": _sparse_block,
-}
 
 
 def _unit_graph(layers: dict[str, Layer]) -> nx.DiGraph:
@@ -454,7 +161,7 @@ def _unit_graph(layers: dict[str, Layer]) -> nx.DiGraph:
         for source_id in layer.inputs:
             source = layers[source_id]
             for j, dst_stage in enumerate(layer.stripe_stages):
-                stripes = [j] if layer.op in CHANNELWISE_OPS else range(len(source.stripes))
+                stripes = [j] if layer.channelwise else range(len(source.stripes))
                 for i in stripes:
                     if source.stripe_stages[i] <= dst_stage:
                         graph.add_edge((source_id, i), (layer.id, j))

@@ -21,12 +21,19 @@ import networkx as nx
 
 from nestdsl.diagnostics import Span
 
-Op = Literal["input", "conv", "add", "maxpool", "head"]
+Op = Literal[
+    "input", "conv", "bn", "layernorm", "act", "add", "maxpool", "avgpool", "dropout", "head"
+]
 Agg = Literal["sum", "concat"]
+Activation = Literal[
+    "identity", "relu", "relu6", "silu", "gelu", "hardswish", "sigmoid", "hardsigmoid"
+]
 UnitId = tuple[str, int]
 
-CHANNELWISE_OPS: frozenset[str] = frozenset({"add", "maxpool"})
-"""Ops whose stripe j reads only stripe j of each input (no mixing across channels)."""
+CHANNELWISE_OPS: frozenset[str] = frozenset({"bn", "act", "add", "maxpool", "avgpool", "dropout"})
+"""Ops whose stripe j reads only stripe j of each input (no mixing across channels).
+A grouped convolution is channel-wise too, at the granularity of stripes (see
+:attr:`Layer.channelwise`)."""
 
 
 @dataclass(frozen=True)
@@ -50,13 +57,47 @@ class Layer:
     label: str
     kernel: int = 1
     stride: int = 1
-    relu: bool = False
+    padding: int = 0
+    dilation: int = 1
+    groups: int = 1
+    """Convolution groups; > 1 only with stripes that hold whole groups (checked)."""
+    bias: bool = False
+    bn: bool = False
+    """A convolution followed by BatchNorm (fused into one layer)."""
+    act: Activation = "identity"
+    """The activation applied last (after the BatchNorm, the sum or the pooling)."""
+    output_size: int = 0
+    """Adaptive pooling's output size (square); 0 for fixed-kernel pooling. Heads: the
+    size their input is pooled to before flattening (1 = global average pooling)."""
+    dropout: float = 0.0
+    """Dropout probability (`dropout` layers; heads: before each linear layer)."""
+    hidden: tuple[int, ...] = ()
+    """Heads only: widths of hidden linear layers (each followed by ReLU)."""
     block: str | None = None
     level: int = 1
+    """The depth level that introduces the layer (1 without depth nesting)."""
+    unit: str = ""
+    """The kind of repeated unit the layer belongs to (`basic`, `sparse_resnet` ...); empty
+    for layers outside repeated units."""
+    position: int = 0
+    """The 1-based position of the layer's repeated unit in its block; 0 outside units."""
+    part: str = ""
+    """The layer's role. Inside a unit: its name there (`conv1`, `proj`, `add`), empty when
+    the layer is the whole unit. Outside: `input`, `stem`, `pool`, `transition`, `exit`,
+    `head`. Consumers (drawing) read structure from these fields, never from ids."""
 
     @property
     def channels(self) -> int:
         return sum(self.stripes)
+
+    @property
+    def relu(self) -> bool:
+        return self.act == "relu"
+
+    @property
+    def channelwise(self) -> bool:
+        """Stripe j reads only stripe j of each input (channel-wise ops, grouped convs)."""
+        return self.op in CHANNELWISE_OPS or self.groups > 1
 
     def offsets(self) -> tuple[int, ...]:
         """Channel offset of each stripe inside the layer's output."""
@@ -102,6 +143,15 @@ class NestIR:
         widths = [self.layers[s].channels for s in layer.inputs]
         return sum(widths) if layer.agg == "concat" else widths[0]
 
+    def kept_width(self, unit: UnitId) -> int:
+        """How many input channels the unit's kept edges cover: arithmetic on stripe widths
+        (the same number as ``len(kept_channels(unit))``, without listing the channels)."""
+        layer = self.layers[unit[0]]
+        kept = self.kept_inputs(unit)
+        if layer.agg == "sum" and kept:  # the same stripes from every summed input
+            kept = [u for u in kept if u[0] == kept[0][0]]
+        return sum(self.layers[source].stripes[i] for source, i in kept)
+
     def kept_channels(self, unit: UnitId) -> list[int]:
         """Input channels (of the aggregated input) that the unit's kept edges cover.
 
@@ -140,11 +190,13 @@ class NestIR:
             if kept == 0:
                 continue
             inputs = tuple(i for i in layer.inputs if i in layers)
+            stripes = layer.stripes[:kept]
             layers[layer.id] = replace(
                 layer,
                 inputs=inputs,
-                stripes=layer.stripes[:kept],
+                stripes=stripes,
                 stripe_stages=layer.stripe_stages[:kept],
+                groups=max(1, layer.groups * sum(stripes) // layer.channels),  # whole groups
             )
         graph = self.graph.subgraph(
             u for u in self.graph if u[0] in layers and self.stage(u) <= stage

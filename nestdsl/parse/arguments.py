@@ -137,7 +137,7 @@ class Arguments:
     def _expect_name(self, spec: Field, item: Item) -> str:
         expr = item.expr
         if expr.data != "name":
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E104",
                 f"`{spec.name}` of {self.subject} must be a name, got `{self._text(item)}`",
                 item.span,
@@ -145,7 +145,7 @@ class Arguments:
             )
         name = str(expr.children[0])
         if spec.choices and name not in spec.choices:
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E106",
                 f"unknown {self._label(spec)} `{name}` in {self.subject}",
                 item.span,
@@ -166,7 +166,7 @@ class Arguments:
     def _check_int(self, name: str, value: Value, span: Span, expr: Tree) -> int:
         if not isinstance(value, int):
             divided = any(t.data == "div" for t in expr.iter_subtrees())
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E104",
                 f"`{name}` of {self.subject} must be an integer, "
                 f"got {type_name(value)} `{show(value)}`",
@@ -174,7 +174,7 @@ class Arguments:
                 _int_help(value, divided),
             )
         if value < 1:
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E201",
                 f"`{name}` of {self.subject} must be a positive integer, got {value}",
                 span,
@@ -185,7 +185,7 @@ class Arguments:
     def _expect_shape(self, spec: Field, item: Item) -> tuple[int, int, int]:
         value = evaluate(self.ctx, item.expr)
         if not isinstance(value, tuple) or len(value) != 3:
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E104",
                 f"`{spec.name}` of {self.subject} must be a tuple of 3 integers "
                 f"(channels, height, width), got {type_name(value)}",
@@ -194,6 +194,28 @@ class Arguments:
             )
         parts = [self._check_int(spec.name, v, item.span, item.expr) for v in value]
         return parts[0], parts[1], parts[2]
+
+    def _expect_ints(self, spec: Field, item: Item) -> tuple[int, ...]:
+        value = evaluate(self.ctx, item.expr)
+        if not isinstance(value, tuple):
+            self.ctx.fail(
+                "E104",
+                f"`{spec.name}` of {self.subject} must be a tuple of integers, "
+                f"got {type_name(value)}",
+                item.span,
+                "write e.g. `hidden=(4096, 4096)` or `hidden=()`",
+            )
+        return tuple(self._check_int(spec.name, v, item.span, item.expr) for v in value)
+
+    def _expect_number(self, spec: Field, item: Item) -> float:
+        value = evaluate(self.ctx, item.expr)
+        if not isinstance(value, int | float):
+            self.ctx.fail(
+                "E104",
+                f"`{spec.name}` of {self.subject} must be a number, got {type_name(value)}",
+                item.span,
+            )
+        return float(value)
 
     def _text(self, item: Item) -> str:
         return text_under(self.ctx.lines, item.span)
@@ -213,4 +235,6 @@ _CONVERTERS: dict[Kind, Callable[[Arguments, Field, Item], object]] = {
     "int": Arguments._expect_int,
     "name": Arguments._expect_name,
     "shape": Arguments._expect_shape,
+    "ints": Arguments._expect_ints,
+    "number": Arguments._expect_number,
 }

@@ -19,6 +19,7 @@ from nestdsl.parse.language import SUPPORTED_VERSIONS
 from nestdsl.parse.params import build_params
 from nestdsl.parse.schedule_algebra import build_schedule
 from nestdsl.parse.statements import Statement
+from nestdsl.parse.units import build_unit_block, is_unit_block
 
 StatementBuilder = Callable[[Context, Statement], object]
 """Builds a statement's node: the AST node or value it contributes, None if it failed (or, for
@@ -60,7 +61,7 @@ def _model(model: type[BaseModel], *fields: str) -> _ArgumentsBuilder:
 
 
 _build_stem = _model(Stem, "channels", "kernel", "stride", "pool")
-_build_head = _model(Head, "classes")
+_build_head = _model(Head, "classes", "pool", "hidden", "dropout")
 _build_block_node = _model(Block, "name", "kind", "count", "channels", "stride", "expansion")
 
 
@@ -105,13 +106,20 @@ def _build_network(ctx: Context, args: Arguments) -> object:
     return args.values["name"]
 
 
+def _block(ctx: Context, statement: Statement) -> object:
+    """A block of a unit defined in the file, or of a built-in kind (a fixed schema)."""
+    if is_unit_block(ctx, statement):
+        return build_unit_block(ctx, statement)
+    return _with_arguments(_build_block)(ctx, statement)
+
+
 STATEMENT_BUILDERS: dict[str, StatementBuilder] = {
     "nest": _with_arguments(_build_version),
     "network": _with_arguments(_build_network),
     "param": build_params,
     "input": _with_arguments(_build_input),
     "stem": _with_arguments(_build_stem),
-    "block": _with_arguments(_build_block),
+    "block": _block,
     "head": _with_arguments(_build_head),
     "schedule": build_schedule,
 }

@@ -20,11 +20,13 @@ from nestdsl.diagnostics import NestError, did_you_mean
 from nestdsl.parse.builders import STATEMENT_BUILDERS
 from nestdsl.parse.context import Context
 from nestdsl.parse.file_structure import check_counts, check_version_line
-from nestdsl.parse.language import KEYWORDS, SUPPORTED_VERSIONS
+from nestdsl.parse.language import DEFAULT_VERSION, KEYWORDS, UNITS_VERSION
 from nestdsl.parse.params import mark_broken_params
+from nestdsl.parse.prelude import prelude_units
 from nestdsl.parse.recovery import parse_tree
 from nestdsl.parse.source import file_span, statement_word
 from nestdsl.parse.statements import Statement, statements
+from nestdsl.parse.units import collect_units
 from nestdsl.parse.wording import choices, hint_with_listing
 
 
@@ -61,12 +63,16 @@ class _Found:
 
 
 def _build_spec(ctx: Context, text: str, tree: Tree, broken: set[str]) -> Spec | None:
-    found_statements = list(statements(tree, ctx.path))
-    check_version_line(ctx, found_statements, broken)
+    every_statement = list(statements(tree, ctx.path))
+    check_version_line(ctx, every_statement, broken)
+    found_statements = collect_units(ctx, every_statement)
     found = _Found()
     for statement in found_statements:
         _dispatch(ctx, statement, found)
-    check_counts(ctx, found.statements, broken | found.guessed)
+    version = found.first("nest", DEFAULT_VERSION)
+    _check_units_version(ctx, version, every_statement)
+    optional = {"stem"} if version == UNITS_VERSION else set()
+    check_counts(ctx, found.statements, broken | found.guessed | optional)
     if ctx.diagnostics:
         return None
     span = file_span(ctx.path, ctx.lines)
@@ -76,17 +82,32 @@ def _build_spec(ctx: Context, text: str, tree: Tree, broken: set[str]) -> Spec |
     return Spec(
         span=span,
         spans=spans,
-        version=cast(int, found.first("nest", SUPPORTED_VERSIONS[-1])),
+        version=cast(int, version),
         name=cast(str, found.first("network", _default_name(ctx.path))),
         path=ctx.path,
         source=text,
         params=cast(dict[str, int | float | str], ctx.params),
         input=cast(InputShape, found.nodes["input"][0]),
-        stem=cast(Stem, found.nodes["stem"][0]),
+        stem=cast(Stem | None, found.first("stem", None)),
+        units={**prelude_units(), **ctx.units},
         blocks=cast(tuple[Block, ...], tuple(found.nodes["block"])),
         head=cast(Head, found.nodes["head"][0]),
         schedule=cast(Schedule, found.first("schedule", Schedule(span=span))),
     )
+
+
+def _check_units_version(ctx: Context, version: object, every: list[Statement]) -> None:
+    """`unit` definitions are new in `nest 2`; a `nest 1` file must not use them."""
+    if version == UNITS_VERSION:
+        return
+    for statement in every:
+        if statement.keyword == "unit":
+            ctx.error(
+                "E402",
+                f"`unit` definitions need `nest {UNITS_VERSION}`",
+                statement.keyword_span,
+                f"change the first line to `nest {UNITS_VERSION}`",
+            )
 
 
 def _dispatch(ctx: Context, statement: Statement, found: _Found) -> None:

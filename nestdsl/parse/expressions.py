@@ -11,26 +11,17 @@ import re
 from collections.abc import Callable
 
 from lark import Token, Tree
+from lark.visitors import Interpreter
 
 from nestdsl.diagnostics import Span
+from nestdsl.expr import BINARY, FUNCTIONS
 from nestdsl.parse.context import Context, Value
 from nestdsl.parse.source import node_span
-from nestdsl.parse.wording import type_name
+from nestdsl.parse.wording import choices, type_name
 
 Arithmetic = Callable[[Value, Value], Value]
 
-
-def _divide(a: Value, b: Value) -> Value:
-    return a / b  # type: ignore[operator]
-
-
-OPERATIONS: dict[str, tuple[str, Arithmetic]] = {
-    "add": ("+", lambda a, b: a + b),  # type: ignore[operator]
-    "sub": ("-", lambda a, b: a - b),  # type: ignore[operator]
-    "mul": ("*", lambda a, b: a * b),  # type: ignore[operator]
-    "div": ("/", _divide),
-    "floordiv": ("//", lambda a, b: a // b),  # type: ignore[operator]
-}
+OPERATIONS: dict[str, tuple[str, Arithmetic]] = BINARY
 """Tree node name -> the operator's symbol (for messages) and its operation."""
 
 
@@ -38,34 +29,63 @@ def _unquote(token: str) -> str:
     return re.sub(r"\\(.)", r"\1", token[1:-1])
 
 
-_LITERALS: dict[str, Callable[[str], Value]] = {"int": int, "float": float, "string": _unquote}
+class _Evaluator(Interpreter[Token, Value]):
+    """Evaluates one expression tree: a method per grammar rule, spans from the tree's
+    positions; errors are recorded in the context and abandon the value (:class:`Failed`)."""
+
+    def __init__(self, ctx: Context):
+        super().__init__()
+        self.ctx = ctx
+
+    def int(self, tree: Tree) -> Value:
+        return int(str(tree.children[0]))
+
+    def float(self, tree: Tree) -> Value:
+        return float(str(tree.children[0]))
+
+    def string(self, tree: Tree) -> Value:
+        return _unquote(str(tree.children[0]))
+
+    def name(self, tree: Tree) -> Value:
+        name = str(tree.children[0])
+        if name not in self.ctx.params:
+            self.ctx.undefined(name, node_span(self.ctx.path, tree))
+        return self.ctx.params[name]
+
+    def paren(self, tree: Tree) -> Value:
+        (inner,) = self.visit_children(tree)
+        return inner
+
+    def tuple(self, tree: Tree) -> Value:
+        return tuple(self.visit(c) for c in tree.children if isinstance(c, Tree))
+
+    def call(self, tree: Tree) -> Value:
+        """`max(a, b, ...)` / `min(...)` on numbers."""
+        span = node_span(self.ctx.path, tree)
+        name = str(tree.children[0])
+        if name not in FUNCTIONS:
+            listing = f"functions are {choices(list(FUNCTIONS))}"
+            self.ctx.fail("E105", f"unknown function `{name}`", span, listing)
+        values = [self.visit(a) for a in tree.children if isinstance(a, Tree)]
+        numbers = [v for v in values if isinstance(v, int | float)]
+        if len(numbers) != len(values):
+            got = ", ".join(map(type_name, values))
+            self.ctx.fail("E104", f"`{name}` needs numbers, got {got}", span)
+        return FUNCTIONS[name](numbers)
+
+    def __default__(self, tree: Tree) -> Value:
+        """The binary operators (`add`, `sub`, `mul`, `div`, `floordiv`)."""
+        symbol, operation = OPERATIONS[str(tree.data)]
+        left, right = tree.children
+        assert isinstance(right, Tree)
+        a, b = self.visit(left), self.visit(right)
+        span, right_span = node_span(self.ctx.path, tree), node_span(self.ctx.path, right)
+        return arithmetic(self.ctx, symbol, operation, a, b, span, right_span)
 
 
 def evaluate(ctx: Context, expr: Tree) -> Value:
     """Evaluate a numeric/string/tuple expression; bare names must be parameters."""
-    span = node_span(ctx.path, expr)
-    data = expr.data
-    if data in _LITERALS:
-        (token,) = expr.children
-        assert isinstance(token, Token)
-        return _LITERALS[data](str(token))
-    if data == "name":
-        (token,) = expr.children
-        name = str(token)
-        if name not in ctx.params:
-            raise ctx.undefined(name, span)
-        return ctx.params[name]
-    if data == "paren":
-        (inner,) = expr.children
-        assert isinstance(inner, Tree)
-        return evaluate(ctx, inner)
-    if data == "tuple":
-        return tuple(evaluate(ctx, c) for c in expr.children if isinstance(c, Tree))
-    symbol, operation = OPERATIONS[data]
-    left, right = expr.children
-    assert isinstance(left, Tree) and isinstance(right, Tree)
-    a, b = evaluate(ctx, left), evaluate(ctx, right)
-    return arithmetic(ctx, symbol, operation, a, b, span, node_span(ctx.path, right))
+    return _Evaluator(ctx).visit(expr)
 
 
 def arithmetic(
@@ -76,11 +96,11 @@ def arithmetic(
     if symbol == "+" and isinstance(a, str) and isinstance(b, str):
         return a + b
     if not (isinstance(a, numbers) and isinstance(b, numbers)):
-        raise ctx.fail(
+        ctx.fail(
             "E104",
             f"`{symbol}` needs two numbers, got {type_name(a)} and {type_name(b)}",
             span,
         )
     if symbol in ("/", "//") and b == 0:
-        raise ctx.fail("E202", "division by zero", right, "the divisor is 0")
+        ctx.fail("E202", "division by zero", right, "the divisor is 0")
     return operation(a, b)

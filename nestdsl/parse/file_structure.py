@@ -8,7 +8,7 @@ one mistake is not reported twice.
 from __future__ import annotations
 
 from nestdsl.parse.context import Context
-from nestdsl.parse.language import SUPPORTED_VERSIONS
+from nestdsl.parse.language import DEFAULT_VERSION
 from nestdsl.parse.source import end_of_file
 from nestdsl.parse.statements import Statement
 
@@ -42,7 +42,7 @@ def check_version_line(ctx: Context, statements: list[Statement], broken: set[st
             "E004",
             "missing version line: a spec must start with `nest 1`",
             span,
-            f"add `nest {SUPPORTED_VERSIONS[-1]}` as the first line",
+            f"add `nest {DEFAULT_VERSION}` as the first line",
         )
 
 

@@ -7,7 +7,12 @@ agree on them without importing each other.
 
 from __future__ import annotations
 
-SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
+SUPPORTED_VERSIONS: tuple[int, ...] = (1, 2)
+UNITS_VERSION = 2
+DEFAULT_VERSION = 1
+"""How a file without a valid version line is read, and the version messages suggest (a
+file needs `nest 2` only for `unit` definitions)."""
+"""The first version with `unit` definitions (and an optional `stem`)."""
 KEYWORDS: tuple[str, ...] = (
     "nest",
     "network",

@@ -7,13 +7,13 @@ or arithmetic on them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import builtins
 from dataclasses import dataclass
 
-from lark import Tree
+from lark import Token, Tree
+from lark.visitors import Interpreter
 
 from nestdsl.ast import GROWTH_KINDS, GrowthStep, Schedule
-from nestdsl.diagnostics import Span
 from nestdsl.parse.context import Context, Failed
 from nestdsl.parse.expressions import OPERATIONS, arithmetic
 from nestdsl.parse.language import MAX_STEPS
@@ -31,27 +31,18 @@ _ScheduleValue = int | _Steps
 _LITERAL_WORDS = {"float": "a float", "string": "a string"}
 
 
-class _ScheduleEvaluator:
-    """Evaluates schedule expressions into growth steps (counts may be parameters)."""
+class _ScheduleEvaluator(Interpreter[Token, _ScheduleValue]):
+    """Evaluates schedule expressions into growth steps (counts may be parameters): a method
+    per grammar rule, spans from the tree's positions."""
 
     def __init__(self, ctx: Context):
+        super().__init__()
         self.ctx = ctx
-        self._handlers: dict[str, Callable[[Tree, Span], _ScheduleValue]] = {
-            "int": self._int,
-            "paren": self._paren,
-            "name": self._name,
-            "tuple": self._sequence,
-            "add": self._add,
-            "mul": self._repeat,
-            "sub": self._int_only,
-            "div": self._int_only,
-            "floordiv": self._int_only,
-        }
 
     def steps(self, item: Item) -> tuple[GrowthStep, ...]:
         value = self.eval(item.expr)
         if not isinstance(value, _Steps):
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E104",
                 f"a schedule item must be growth steps, got the integer {value}",
                 item.span,
@@ -60,47 +51,49 @@ class _ScheduleEvaluator:
         return value.steps
 
     def eval(self, expr: Tree) -> _ScheduleValue:
-        span = node_span(self.ctx.path, expr)
-        handler = self._handlers.get(expr.data)
-        if handler is None:
-            raise self.ctx.fail(
-                "E104",
-                f"the schedule cannot use {_LITERAL_WORDS.get(expr.data, f'`{expr.data}`')} here",
-                span,
-                "counts in a schedule are integers",
-            )
-        return handler(expr, span)
+        return self.visit(expr)
 
-    def _int(self, expr: Tree, span: Span) -> _ScheduleValue:
+    def __default__(self, expr: Tree) -> _ScheduleValue:
+        """Literals and calls the schedule has no use for."""
+        self.ctx.fail(
+            "E104",
+            f"the schedule cannot use {_LITERAL_WORDS.get(expr.data, f'`{expr.data}`')} here",
+            node_span(self.ctx.path, expr),
+            "counts in a schedule are integers",
+        )
+
+    def int(self, expr: Tree) -> _ScheduleValue:
         return int(str(expr.children[0]))
 
-    def _paren(self, expr: Tree, span: Span) -> _ScheduleValue:
+    def paren(self, expr: Tree) -> _ScheduleValue:
         (inner,) = expr.children
         assert isinstance(inner, Tree)
         return self.eval(inner)
 
-    def _name(self, expr: Tree, span: Span) -> _ScheduleValue:
+    def name(self, expr: Tree) -> _ScheduleValue:
+        span = node_span(self.ctx.path, expr)
         name = str(expr.children[0])
         if name in GROWTH_KINDS:
             return _Steps((GrowthStep(span=span, kinds=(name,)),))
         if name not in self.ctx.params:
-            raise self.ctx.undefined(name, span, GROWTH_KINDS)
+            self.ctx.undefined(name, span, GROWTH_KINDS)
         value = self.ctx.params[name]
         if not isinstance(value, int):
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E104",
                 f"parameter `{name}` is used as a schedule count but is {type_name(value)}",
                 span,
             )
         return value
 
-    def _sequence(self, expr: Tree, span: Span) -> _ScheduleValue:
+    def tuple(self, expr: Tree) -> _ScheduleValue:
+        """`(a, b, ...)`: a sequence of growth steps."""
         steps: list[GrowthStep] = []
         for child in expr.children:
             assert isinstance(child, Tree)
             value = self.eval(child)
             if not isinstance(value, _Steps):
-                raise self.ctx.fail(
+                self.ctx.fail(
                     "E104",
                     f"a schedule sequence holds growth steps, got the integer {value}",
                     node_span(self.ctx.path, child),
@@ -108,7 +101,8 @@ class _ScheduleEvaluator:
             steps.extend(value.steps)
         return _Steps(tuple(steps))
 
-    def _add(self, expr: Tree, span: Span) -> _ScheduleValue:
+    def add(self, expr: Tree) -> _ScheduleValue:
+        span = node_span(self.ctx.path, expr)
         left, right = self._operands(expr)
         if isinstance(left, int) and isinstance(right, int):
             return left + right
@@ -119,7 +113,7 @@ class _ScheduleEvaluator:
             and len(right.steps) == 1
         )
         if not single:
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E104",
                 "`+` joins single growth steps into one simultaneous step",
                 span,
@@ -129,12 +123,14 @@ class _ScheduleEvaluator:
         kinds = left.steps[0].kinds + right.steps[0].kinds
         return _Steps((GrowthStep(span=span, kinds=kinds),))
 
-    def _repeat(self, expr: Tree, span: Span) -> _ScheduleValue:
+    def mul(self, expr: Tree) -> _ScheduleValue:
+        """`steps * count` or `count * steps`: repetition."""
+        span = node_span(self.ctx.path, expr)
         left, right = self._operands(expr)
         if isinstance(left, int) and isinstance(right, int):
             return left * right
         if isinstance(left, _Steps) and isinstance(right, _Steps):
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E104",
                 "`*` repeats growth steps a number of times; it cannot multiply two steps",
                 span,
@@ -146,14 +142,14 @@ class _ScheduleEvaluator:
             children = expr.children
             count_node = children[1] if isinstance(left, _Steps) else children[0]
             assert isinstance(count_node, Tree)
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E308",
                 f"a schedule repetition count must be a positive integer, got {count}",
                 node_span(self.ctx.path, count_node),
                 "drop the step or repeat it at least once",
             )
         if len(steps.steps) * count > MAX_STEPS:
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E309",
                 f"this repetition makes {len(steps.steps) * count} growth steps, "
                 f"more than the {MAX_STEPS} supported",
@@ -162,12 +158,13 @@ class _ScheduleEvaluator:
             )
         return _Steps(steps.steps * count)
 
-    def _int_only(self, expr: Tree, span: Span) -> _ScheduleValue:
+    def _int_only(self, expr: Tree) -> _ScheduleValue:
         """`-`, `/` and `//`: plain integer arithmetic on counts."""
+        span = node_span(self.ctx.path, expr)
         left, right = self._operands(expr)
         symbol, operation = OPERATIONS[expr.data]
         if not (isinstance(left, int) and isinstance(right, int)):
-            raise self.ctx.fail(
+            self.ctx.fail(
                 "E104",
                 f"`{symbol}` cannot be applied to growth steps",
                 span,
@@ -179,12 +176,12 @@ class _ScheduleEvaluator:
             self.ctx, symbol, operation, left, right, span, node_span(self.ctx.path, right_node)
         )
         if not isinstance(value, int):
-            raise self.ctx.fail(
-                "E104", "schedule counts must be integers", span, "use `//` for division"
-            )
+            self.ctx.fail("E104", "schedule counts must be integers", span, "use `//` for division")
         return value
 
-    def _operands(self, expr: Tree) -> tuple[_ScheduleValue, _ScheduleValue]:
+    sub = div = floordiv = _int_only
+
+    def _operands(self, expr: Tree) -> builtins.tuple[_ScheduleValue, _ScheduleValue]:
         left, right = expr.children
         assert isinstance(left, Tree) and isinstance(right, Tree)
         return self.eval(left), self.eval(right)

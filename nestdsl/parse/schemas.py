@@ -12,8 +12,9 @@ from typing import Literal
 
 from nestdsl.ast import BLOCK_KINDS
 
-Kind = Literal["int", "name", "shape"]
-"""How an argument's value is read: a positive integer, a bare name, or a `(C, H, W)` tuple."""
+Kind = Literal["int", "name", "shape", "ints", "number"]
+"""How an argument's value is read: a positive integer, a bare name, a `(C, H, W)` tuple, a
+tuple of positive integers, or a number."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,12 @@ SCHEMAS: dict[str, tuple[Field, ...]] = {
         Field("stride", "int"),
         Field("expansion", "int"),
     ),
-    "head": (Field("classes", "int", required=True, help="`classes=N`"),),
+    "head": (
+        Field("classes", "int", required=True, help="`classes=N`"),
+        Field("pool", "int"),
+        Field("hidden", "ints"),
+        Field("dropout", "number"),
+    ),
 }
 """Keyword -> its fields, positional ones in order. `param` and `schedule` have their own
 modules, as their items are not fixed arguments."""

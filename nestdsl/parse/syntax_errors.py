@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from lark import Token, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
+from nestdsl import diagnostics
 from nestdsl.diagnostics import Diagnostic, Span
 from nestdsl.parse.language import KEYWORDS
 from nestdsl.parse.lark_parser import literal_terminals
@@ -76,7 +77,7 @@ def syntax_diagnostic(error: UnexpectedInput, path: str, lines: list[str]) -> Di
     context = f" in `{where}` statement" if where and column > 1 + text.find(where) else ""
     if isinstance(error, UnexpectedCharacters):
         char = text[column - 1] if column <= len(text) else "?"
-        return Diagnostic(
+        return diagnostics.error(
             code="E003",
             message=f"unexpected character `{char}`{context}",
             span=line_span(path, line, column),
@@ -91,7 +92,7 @@ def syntax_diagnostic(error: UnexpectedInput, path: str, lines: list[str]) -> Di
     else:
         message = f"unexpected {_describe_token(token)}{context}"
         help_text = f"expected {_describe_expected(set(error.expected))}"
-    return Diagnostic(
+    return diagnostics.error(
         code="E001", message=message, span=line_span(path, line, column, width), help=help_text
     )
 
@@ -100,7 +101,7 @@ def _unexpected_end(error: UnexpectedToken, path: str, lines: list[str]) -> Diag
     """The file ended inside a statement: point just after its last character."""
     span: Span = end_of_file(path, lines)
     where = statement_word(lines[span.line - 1])
-    return Diagnostic(
+    return diagnostics.error(
         code="E002",
         message=f"unexpected end of file in `{where}` statement"
         if where
