@@ -92,8 +92,6 @@ class Compiled:
         ]
 
 
-
-
 def _header(compiled: Compiled) -> str:
     ir = compiled.ir
     shape = "×".join(str(d) for d in ir.input_shape)
