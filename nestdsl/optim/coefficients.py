@@ -10,17 +10,27 @@ work parameter by parameter.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from nestdsl.optim.mtl import MTL_STRATEGIES, mtl_weights
+from nestdsl.optim.strategies import CombineOptions
+
 DEPENDENCE_RTOL = 1e-5
-"""A gradient is skipped when ‖its residual after projection‖ ≤ DEPENDENCE_RTOL · ‖itself‖.
+"""A gradient is skipped when ‖its residual after projection‖ ≤ rtol · ‖itself‖.
 
 Float32 gradients that are exactly dependent in theory leave residuals around 1e-7 relative;
-1e-5 catches them while keeping any genuinely new direction.
+1e-5 catches them while keeping any genuinely new direction. Float16 and bfloat16 gradients
+round far more coarsely, so `dependence_rtol` widens the tolerance to a few of their ulps.
 """
+
+
+def dependence_rtol(dtype: torch.dtype) -> float:
+    """The dependence tolerance for gradients held in `dtype`: 1e-5, or 8 ulps if coarser."""
+    return max(DEPENDENCE_RTOL, 8 * torch.finfo(dtype).eps)
 
 
 def norm_scales(gram: Tensor, dims: Sequence[int], norm_constant: float) -> Tensor:
@@ -72,6 +82,7 @@ def orthogonal_weights(
     order: Sequence[int],
     importances: Sequence[float],
     scales: Tensor | None = None,
+    rtol: float = DEPENDENCE_RTOL,
 ) -> tuple[Tensor, list[int]]:
     """OSGD (scales=None) or OSGD-norm weights c with direction Σ_j c_j g_j = Σ_i k_i g'_i.
 
@@ -81,7 +92,7 @@ def orthogonal_weights(
     n = gram.shape[0]
     s = torch.ones(n, dtype=torch.float64) if scales is None else scales.to(torch.float64)
     scaled = gram * s[:, None] * s[None, :]
-    coeffs, skipped = gram_schmidt(scaled, order)
+    coeffs, skipped = gram_schmidt(scaled, order, rtol)
     k = torch.tensor(list(importances), dtype=torch.float64)
     weights = (k @ coeffs) * s
     return weights, skipped
@@ -103,3 +114,64 @@ def mean_weights(importances: Sequence[float]) -> Tensor:
     """Eq. 1: the weights k_i / Σ k_i of the weighted average loss."""
     k = torch.tensor(list(importances), dtype=torch.float64)
     return k / k.sum()
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """A strategy's answer for one step, from the Gram matrix alone.
+
+    weights      (n,) float64. Parameter p's direction is Σ_i w_i g_i[p] ...
+    importances  ... unless this is set (NormSGD): then `weights` are the normalization
+                 scales s_i and p averages the normalized gradients of the stages containing
+                 it, weighted by these k_i (see `for_members`).
+    skipped      0-based stages left out: zero, non-finite or linearly dependent gradients.
+    """
+
+    weights: Tensor
+    skipped: tuple[int, ...] = ()
+    importances: tuple[float, ...] | None = None
+
+    def for_members(self, members: Sequence[int]) -> Tensor:
+        """The (n,) weights for a parameter contained in the subnetworks `members` (0-based)."""
+        if self.importances is None:
+            return self.weights
+        return average_weights(self.weights, self.importances, members)
+
+
+def _mean(gram: Tensor, options: CombineOptions, rtol: float) -> Coefficients:
+    return Coefficients(mean_weights(options.importances))
+
+
+def _normalized_average(gram: Tensor, options: CombineOptions, rtol: float) -> Coefficients:
+    scales = norm_scales(gram, options.dims, options.norm_constant)
+    zero = tuple(i for i in range(options.stages) if float(scales[i]) == 0.0)
+    return Coefficients(scales, zero, options.importances)
+
+
+def _orthogonal(gram: Tensor, options: CombineOptions, rtol: float) -> Coefficients:
+    weights, skipped = orthogonal_weights(gram, options.order, options.importances, rtol=rtol)
+    return Coefficients(weights, tuple(sorted(skipped)))
+
+
+def _orthogonal_normalized(gram: Tensor, options: CombineOptions, rtol: float) -> Coefficients:
+    scales = norm_scales(gram, options.dims, options.norm_constant)
+    weights, skipped = orthogonal_weights(gram, options.order, options.importances, scales, rtol)
+    return Coefficients(weights, tuple(sorted(skipped)))
+
+
+def _comparator(gram: Tensor, options: CombineOptions, rtol: float) -> Coefficients:
+    return Coefficients(mtl_weights(options.strategy, gram))
+
+
+WeightsFn = Callable[[Tensor, CombineOptions, float], Coefficients]
+"""(float64 Gram matrix on the CPU, options, dependence tolerance) → coefficients."""
+
+COMBINATIONS: dict[str, WeightsFn] = {
+    "sgd": _mean,
+    "sgd-norm": _normalized_average,
+    "osgd": _orthogonal,
+    "osgd-norm": _orthogonal_normalized,
+    **dict.fromkeys(MTL_STRATEGIES, _comparator),
+}
+"""The one strategy table: every strategy that is a combination of per-task gradients (all but
+``greedy``, which trains one stage at a time) and how its coefficients come from the Gram."""

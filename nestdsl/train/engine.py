@@ -29,6 +29,7 @@ from nestdsl.ast import Spec
 from nestdsl.data import build_datasets
 from nestdsl.evaluate import StageMetrics, evaluate
 from nestdsl.train import distributed
+from nestdsl.train.batch_step import LossWatch, StepPlan, distinct, mode_of, train_step
 from nestdsl.train.checks import check_config, fail
 from nestdsl.train.config import RUNTIME_FIELDS, TrainConfig
 from nestdsl.train.devices import Runtime, deterministic, resolve_runtime
@@ -38,7 +39,6 @@ from nestdsl.train.progress import TrainProgress
 from nestdsl.train.runs import RunDir, capture_rng, restore_rng
 from nestdsl.train.scalars import check_log, open_scalars
 from nestdsl.train.schedules import build_optimizer, learning_rate, set_learning_rate
-from nestdsl.train.steps import StepPlan, distinct, mode_of, train_step
 
 SpecOrNet = Spec | str | Path | nn.Module
 
@@ -263,7 +263,7 @@ class _Session:
     def _plan(self, phase: Phase) -> StepPlan:
         """Optimizer and fill_grad arguments of one phase."""
         config, net = self.config, self.net
-        reduce = distributed.allreduce_mean if self.context.enabled else None
+        reduce = distributed.AsyncMean() if self.context.enabled else None
         scaler = (
             torch.amp.GradScaler(self.runtime.device.type) if self.runtime.uses_scaler else None
         )
@@ -402,10 +402,12 @@ class _Session:
         self.model.train()
         sums: list[Tensor] = []
         seen = 0
+        watch = LossWatch(first_stage=self.config.standalone or 1)
         for images, labels in loaders.train:
             images = self.runtime.to_device(images)
             labels = labels.to(self.runtime.device, non_blocking=self.runtime.pin_memory)
             losses = train_step(plan, self.runtime, images, labels)
+            watch.observe(losses, self.step)
             if not sums:
                 sums = [torch.zeros((), dtype=torch.float64, device=images.device) for _ in losses]
             for i, loss in enumerate(losses):
@@ -414,6 +416,7 @@ class _Session:
             self.step += 1
             show = bars.active and self.step % 10 == 0  # .item() syncs a GPU: not every step
             bars.step(f"loss {float(losses[-1]):.3f}" if show else None)
+        watch.check()
         train_loss = self._mean_losses(sums, seen, plan)
         metrics = self._evaluate(loaders) if self.context.is_main else None
         record = self._record(epoch, phase, lr, train_loss, metrics, time.perf_counter() - started)

@@ -91,12 +91,7 @@ def launch(
             f"{torch.cuda.device_count()}",
             help="use fewer processes, or --device cpu",
         )
-    if config.batch_size % nproc:
-        fail(
-            "T014",
-            f"batch size {config.batch_size} does not split evenly over {nproc} processes",
-            help=f"use a batch size divisible by {nproc} (it is the global batch)",
-        )
+    distributed.split_batch(config.batch_size, nproc)
     path = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="nestdsl-"))
     try:
         distributed.spawn(
