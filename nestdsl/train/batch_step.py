@@ -151,7 +151,7 @@ class LossWatch:
             f"the loss of stage {self.first_stage + index} became NaN or infinite at step "
             f"{step + 1}; training stopped and the last checkpoint was kept",
             help="lower --lr, use --amp off or bf16 instead of fp16, or check the data for "
-            "NaN values; --resume continues from the last checkpoint",
+            "NaN values",
         )
 
 
