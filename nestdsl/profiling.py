@@ -16,6 +16,7 @@ but the code path, and so the count, is the one a GPU takes.
 from __future__ import annotations
 
 from collections import Counter
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,15 +56,18 @@ def _written(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[t
 class DispatchCounter(TorchDispatchMode):
     """Counts every aten op dispatched inside the ``with`` block, and synchronisations.
 
-    ``ops`` is the total, ``by_op`` the count per overload name, ``syncs`` the host-device
-    synchronisations as defined in the module docstring (`mark` the device data first).
+    ``ops`` is the total, ``by_op`` the count per overload name, ``device_ops`` the ops that
+    touch device data (the rest is host math on small copies or bookkeeping on new tensors),
+    ``syncs`` the host-device synchronisations as defined in the module docstring (`mark` the
+    device data first).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.by_op: Counter[str] = Counter()
         self.syncs = 0
-        self._device: set[int] = set()
+        self.device_ops = 0
+        self._device: dict[int, list[weakref.ref[torch.Tensor]]] = {}
 
     @property
     def ops(self) -> int:
@@ -71,7 +75,24 @@ class DispatchCounter(TorchDispatchMode):
 
     def mark(self, *tensors: torch.Tensor) -> None:
         """Declare tensors as device data (parameters, buffers, the batch)."""
-        self._device.update(_storage(t) for t in tensors)
+        for t in tensors:
+            refs = self._device.setdefault(_storage(t), [])
+            refs.append(weakref.ref(t))
+            if t._base is not None:  # a view written in place: its base outlives it
+                refs.append(weakref.ref(t._base))
+
+    def _on_device(self, t: torch.Tensor) -> bool:
+        """Whether `t` shares memory with live device data. Memory of freed device tensors
+        is reused by new ones (Python scalars wrapped as tensors, say), so an address only
+        counts while a tensor registered under it is alive."""
+        key = _storage(t)
+        refs = self._device.get(key)
+        if refs is None:
+            return False
+        if any(ref() is not None for ref in refs):
+            return True
+        del self._device[key]
+        return False
 
     def __torch_dispatch__(
         self,
@@ -82,18 +103,13 @@ class DispatchCounter(TorchDispatchMode):
     ) -> Any:
         kwargs = kwargs or {}
         self.by_op[str(func)] += 1
-        on_device = func not in _FRESH and any(
-            _storage(t) in self._device for t in _tensors((args, kwargs))
-        )
+        on_device = func not in _FRESH and any(self._on_device(t) for t in _tensors((args, kwargs)))
         to_host = func in _COPIES and kwargs.get("device") == torch.device("cpu")
+        self.device_ops += on_device
         if on_device and (to_host or func in _READS):
             self.syncs += 1
         out = func(*args, **kwargs)
-        produced = [*_tensors(out), *_written(func, args, kwargs)]
-        for t in produced:
-            if on_device and not to_host:
-                self._device.add(_storage(t))
-            elif not any(t is a for a in _tensors((args, kwargs))):
-                self._device.discard(_storage(t))
-        self._device.discard(0)
+        if on_device and not to_host:
+            self.mark(*_tensors(out), *_written(func, args, kwargs))
+            self._device.pop(0, None)
         return out
