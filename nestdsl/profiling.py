@@ -15,8 +15,8 @@ but the code path, and so the count, is the one a GPU takes.
 
 from __future__ import annotations
 
-from collections import Counter
 import weakref
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
