@@ -131,7 +131,9 @@ def dispatched(fn: Callable[[], None], marked: list[torch.Tensor]) -> DispatchCo
     return counter
 
 
-def compare(path: str, strategies: list[str], batch: int, repeats: int, device: torch.device) -> None:
+def compare(
+    path: str, strategies: list[str], batch: int, repeats: int, device: torch.device
+) -> None:
     torch.manual_seed(0)
     net = nestdsl.compile(nestdsl.load(ROOT / path)).to(device).train()
     runtime = runtime_for(device)

@@ -9,6 +9,7 @@ never a silent fallback to CPU (a 100× slower run is worse than an error).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -50,6 +51,22 @@ class Runtime:
         if self.channels_last and images.dim() == 4:
             images = images.contiguous(memory_format=torch.channels_last)
         return images
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on: its affinity mask (a container's or taskset's limit),
+    which ``os.cpu_count()`` ignores."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def thread_budget(processes: int = 1, workers: int = 0) -> int:
+    """Intra-op threads for one of `processes` concurrent training processes, each feeding
+    from `workers` loader processes: the available CPUs shared out so that together they never
+    oversubscribe them (OpenMP threads spinning on a shared core cost far more than they save
+    in the many small kernels of a nested network)."""
+    return max(1, available_cpus() // max(1, processes) - workers)
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:

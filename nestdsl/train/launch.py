@@ -9,7 +9,6 @@ the finished run back from the run directory that rank 0 wrote.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from nestdsl.evaluate import StageMetrics
 from nestdsl.train import distributed
 from nestdsl.train.checks import check_config, fail
 from nestdsl.train.config import TrainConfig
-from nestdsl.train.devices import resolve_device
+from nestdsl.train.devices import resolve_device, thread_budget
 from nestdsl.train.engine import SpecOrNet, TrainResult, materialize, train
 from nestdsl.train.runs import FINAL, RESULTS, load_tensors
 
@@ -58,7 +57,7 @@ def _worker(
     distributed.child_environment(rank, nproc, port)
     config = TrainConfig.model_validate(config_data)
     if resolve_device(config.device, rank).type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))
+        torch.set_num_threads(thread_budget(nproc, config.workers))
     try:
         train(_trainable(source, config.seed), config, run_dir, progress, resume=resume)
     except NestError as error:
