@@ -14,7 +14,7 @@ optimizer step) is compared with SGD's step (one joint forward and backward):
   measured on any machine.
 
     python bench/step_costs.py [SPEC ...] [--batch 16] [--repeats 7] [--device cpu]
-        [--strategies sgd,sgd-norm,osgd,osgd-norm]
+        [--strategies sgd,sgd-norm,osgd,osgd-norm] [--threads N]
 
 With ``--device cuda`` the step runs under bf16 autocast (fp16 + GradScaler before Ampere)
 on channels_last tensors, as ``nestdsl train`` does there.
@@ -178,7 +178,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--strategies", default="sgd,sgd-norm,osgd,osgd-norm")
+    parser.add_argument("--threads", type=int, help="intra-op CPU threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     strategies = args.strategies.split(",")
     if strategies[0] != "sgd":
         strategies = ["sgd", *(s for s in strategies if s != "sgd")]

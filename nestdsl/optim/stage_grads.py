@@ -97,12 +97,30 @@ def fill_grad(
     options = resolve_options(strategy, n, priority, importances, norm_constant)
     if options.strategy != "greedy" and active_stage is not None:
         raise ValueError(f"active_stage is only meaningful for 'greedy', not {options.strategy!r}")
-    layout = StageLayout.build(stage_params)
+    layout = _layout(stage_params)
     if options.strategy == "greedy":
         return _greedy(losses, layout, active_stage, reduce)
     if options.strategy == "sgd":
         return _sgd(losses, layout, options, reduce)
     return _combined(losses, layout, replace(options, dims=tuple(layout.dims)), reduce, loss_scale)
+
+
+_CACHE: list[tuple[tuple[tuple[tuple[int, bool], ...], ...], StageLayout]] = []
+
+
+def _layout(stage_params: Sequence[Sequence[torch.nn.Parameter]]) -> StageLayout:
+    """The layout of the last call when the stage lists (and their frozen flags) are the same.
+
+    A training loop passes the same lists every step; building the layout is a Python loop over
+    every parameter, a fixed per-step cost that the cache removes. The cached layout holds its
+    parameters, so their ids cannot be reused by others while it is cached.
+    """
+    key = tuple(tuple((id(p), p.requires_grad) for p in group) for group in stage_params)
+    if _CACHE and _CACHE[0][0] == key:
+        return _CACHE[0][1]
+    layout = StageLayout.build(stage_params)
+    _CACHE[:] = [(key, layout)]
+    return layout
 
 
 # --- per-task gradients, combined -------------------------------------------------------------
