@@ -140,16 +140,13 @@ def _combined(
     for i in range(n):
         found = _stage_grads(losses[i], layout.stages[i], retain=i < n - 1)
         grads.append(found)
-        if found is None:
+        if not found:
             continue
         if rows is None:
-            dtype = found[0].dtype if found else torch.float32
-            rows = torch.zeros(n, layout.width, dtype=dtype, device=found[0].device)
+            rows = torch.zeros(n, layout.width, dtype=found[0].dtype, device=found[0].device)
         _fill_row(rows[i], found, layout, i)
         if reduce is not None:
-            reduced = reduce(rows[i])
-            if reduced is not rows[i]:
-                rows[i].copy_(reduced)
+            _reduce_row(rows[i], layout, i, reduce)
     if reduce is not None and rows is not None:
         if isinstance(reduce, Pending):
             reduce.wait()
@@ -195,6 +192,15 @@ def _fill_row(row: Tensor, grads: list[Tensor], layout: StageLayout, stage: int)
     for run in layout.runs[stage]:
         pieces = [grads[slot].to(row.dtype) for slot in run.slots]
         torch._chunk_cat(pieces, 0, 1, out=row[run.start : run.stop].view(1, -1))
+
+
+def _reduce_row(row: Tensor, layout: StageLayout, stage: int, reduce: Reduce) -> None:
+    """Reduce the columns a stage fills (not the zero padding), in place where `reduce` is."""
+    for run in layout.runs[stage]:
+        part = row[run.start : run.stop]
+        reduced = reduce(part)
+        if reduced is not part:
+            part.copy_(reduced)
 
 
 def _rows_to_grads(row: Tensor, layout: StageLayout, stage: int) -> list[Tensor]:
