@@ -55,8 +55,8 @@ def combine(
     options = dataclasses.replace(options, dims=resolve_dims(dims, n, d))
 
     wide = grads.to(torch.float64)  # (n, d)
-    gram = (wide @ wide.T).cpu()  # (n, n)
-    if not bool(torch.isfinite(gram).all()):
+    gram = (wide @ wide.T).tolist()  # n × n host floats
+    if not all(math.isfinite(v) for row in gram for v in row):
         # Non-finite input: say so in the output rather than skipping the offending rows.
         return torch.full((d,), math.nan, dtype=grads.dtype, device=grads.device)
     coefficients = weigh(gram, options, dependence_rtol(grads.dtype))
@@ -73,11 +73,16 @@ def _apply(grads: Tensor, coefficients: Coefficients, sizes: Sequence[int]) -> T
     """
     n, d = grads.shape
     wide = grads.to(torch.float64)  # (n, d)
+
+    def weights(members: Sequence[int]) -> Tensor:
+        values = coefficients.for_members(members)
+        return torch.tensor(values, dtype=torch.float64, device=grads.device)  # (n,)
+
     if coefficients.importances is None:
-        return coefficients.weights.to(grads.device) @ wide
+        return weights(range(n)) @ wide
     out = torch.zeros(d, dtype=torch.float64, device=grads.device)  # (d,)
     for lo, hi in pairwise(sorted({0, d, *sizes})):
         members = [i for i in range(n) if sizes[i] >= hi]
         if members:
-            out[lo:hi] = coefficients.for_members(members).to(grads.device) @ wide[:, lo:hi]
+            out[lo:hi] = weights(members) @ wide[:, lo:hi]
     return out

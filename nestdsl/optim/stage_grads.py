@@ -21,7 +21,13 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from nestdsl.optim.coefficients import COMBINATIONS, Coefficients, dependence_rtol, mean_weights
+from nestdsl.optim.coefficients import (
+    COMBINATIONS,
+    Coefficients,
+    Matrix,
+    dependence_rtol,
+    mean_weights,
+)
 from nestdsl.optim.layout import StageLayout
 from nestdsl.optim.strategies import CombineOptions, resolve_options
 
@@ -154,8 +160,8 @@ def _combined(
             g if g is None else _rows_to_grads(rows[i], layout, i) for i, g in enumerate(grads)
         ]
     gram = _host_gram(rows, n, loss_scale)
-    norms = [math.sqrt(max(float(v), 0.0)) for v in gram.diagonal()]
-    if not bool(torch.isfinite(gram).all()):
+    norms = [math.sqrt(max(gram[i][i], 0.0)) for i in range(n)]
+    if not all(math.isfinite(v) for row in gram for v in row):
         # Overflow (e.g. fp16 with a GradScaler): make every .grad non-finite so the scaler
         # (or the caller) sees it, instead of silently dropping the overflowing stage.
         for p in layout.params:
@@ -166,7 +172,7 @@ def _combined(
     _write(layout, grads, coefficients)
     return GradReport(
         options.strategy,
-        coefficients.weights.tolist(),
+        list(coefficients.weights),
         [i + 1 for i in coefficients.skipped],
         norms,
     )
@@ -224,14 +230,14 @@ def unflatten(flat: Tensor, params: Sequence[torch.nn.Parameter]) -> list[Tensor
     return out
 
 
-def _host_gram(rows: Tensor | None, n: int, loss_scale: Tensor | None) -> Tensor:
-    """G = rows rowsᵀ (n, n) in float64, brought to the CPU in the step's one sync.
+def _host_gram(rows: Tensor | None, n: int, loss_scale: Tensor | None) -> Matrix:
+    """G = rows rowsᵀ (n, n) in float64, brought to the host in the step's one sync.
 
     With a loss scale S the rows hold S g_i; S travels in the same transfer and G is divided
     by S², so the coefficients are those of the true gradients.
     """
     if rows is None:
-        return torch.zeros(n, n, dtype=torch.float64)
+        return [[0.0] * n for _ in range(n)]
     gram = torch.zeros(n, n, dtype=torch.float64, device=rows.device)  # (n, n)
     for lo in range(0, max(rows.shape[1], 1), GRAM_CHUNK):
         block = rows[:, lo : lo + GRAM_CHUNK].to(torch.float64)  # (n, ≤ GRAM_CHUNK)
@@ -239,10 +245,12 @@ def _host_gram(rows: Tensor | None, n: int, loss_scale: Tensor | None) -> Tensor
     # copy=True: the coefficient math never aliases device-side memory, and on a CPU-only
     # machine the transfer is still one visible op (what nestdsl.profiling counts as a sync).
     if loss_scale is None:
-        return gram.to("cpu", copy=True)
+        host: list[float] = gram.reshape(-1).to("cpu", copy=True).tolist()
+        return [host[i * n : (i + 1) * n] for i in range(n)]
     scale = loss_scale.detach().reshape(1).to(device=rows.device, dtype=torch.float64)
-    packed = torch.cat([gram.reshape(-1), scale]).to("cpu", copy=True)  # (n² + 1,)
-    return packed[:-1].reshape(n, n) / (packed[-1] * packed[-1])
+    packed = torch.cat([gram.reshape(-1), scale]).to("cpu", copy=True).tolist()  # n² + 1
+    square = packed[-1] * packed[-1]
+    return [[v / square for v in packed[i * n : (i + 1) * n]] for i in range(n)]
 
 
 def _write(
@@ -255,7 +263,7 @@ def _write(
     """
     for members, group in layout.patterns().items():
         params = [layout.params[at] for at in group]
-        weights = coefficients.for_members(members).tolist()
+        weights = coefficients.for_members(members)
         terms = [(i, weights[i]) for i in members if weights[i] != 0.0 and grads[i] is not None]
         if not terms:
             for p in params:
@@ -331,7 +339,7 @@ def _sgd(
     reduce: Reduce | None,
 ) -> GradReport:
     """Eq. 1 with a single backward pass of Σ k_i L_i / Σ k_i into the stage parameters."""
-    weights = mean_weights(options.importances).tolist()
+    weights = mean_weights(options.importances)
     for p in layout.params:
         p.grad = None
     terms = [w * loss for w, loss in zip(weights, losses, strict=True) if loss.requires_grad]
