@@ -152,7 +152,8 @@ def compare(
     base = cases[0]
     base_time, base_flops = statistics.median(times[base.strategy]), flops(base.bare)
     print(
-        f"\n{net.ir.name} ({' '.join(net.stage_labels)}; {len(marked) - 2} tensors), "
+        f"\n{net.ir.name} ({' '.join(net.stage_labels)}; "
+        f"{len(list(net.parameters()))} parameter tensors), "
         f"batch {batch}, {device}" + (f", amp {runtime.amp_dtype}" if runtime.amp_dtype else "")
     )
     print(
