@@ -149,7 +149,7 @@ class LossWatch:
         fail(
             "T015",
             f"the loss of stage {self.first_stage + index} became NaN or infinite at step "
-            f"{step + 1}; training stopped and the last checkpoint was kept",
+            f"{step + 1}; training stopped without checkpointing this epoch",
             help="lower --lr, use --amp off or bf16 instead of fp16, or check the data for "
             "NaN values",
         )
