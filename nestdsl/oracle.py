@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from nestdsl.ast import SPARSE_KINDS, Block, Schedule, Spec
+from nestdsl.ast import SPARSE_KINDS, Block, Schedule, Spec, Stem
 from nestdsl.cost import stage_costs
 from nestdsl.diagnostics import fail
 from nestdsl.ir import build_ir
@@ -79,16 +79,14 @@ def transform(spec: Spec, stage: int) -> Spec:
             f"--oracle {stage}: `{spec.name}` has only {plan.num_stages} stages",
             help=f"choose a stage in 1..{plan.num_stages}",
         )
-    _require_builtin_blocks(spec)
+    stem = _require_builtin_blocks(spec)
     label = plan.labels[stage - 1]
     blocks = _cut_trunk(spec, plan, stage) if plan.cascade else _keep_levels(spec, plan, stage)
     return spec.model_copy(
         update={
             "name": f"{spec.name}_oracle_{label}",
             "params": {},
-            "stem": spec.stem.model_copy(
-                update={"channels": _width(spec.stem.channels, plan, stage)}
-            ),
+            "stem": stem.model_copy(update={"channels": _width(stem.channels, plan, stage)}),
             "blocks": tuple(
                 block.model_copy(update={"channels": _width(block.channels, plan, stage)})
                 for block in blocks
@@ -98,9 +96,10 @@ def transform(spec: Spec, stage: int) -> Spec:
     )
 
 
-def _require_builtin_blocks(spec: Spec) -> None:
+def _require_builtin_blocks(spec: Spec) -> Stem:
     """The transformation rescales `channels` and `count` of the built-in kinds; a user unit's
-    widths are expressions of its own arguments, which it cannot rescale faithfully."""
+    widths are expressions of its own arguments, which it cannot rescale faithfully. Returns
+    the stem, which such a spec always has."""
     custom = next((block for block in spec.blocks if not block.builtin), None)
     if spec.stem is None or custom is not None:
         where = f"block `{custom.name}` uses unit `{custom.kind}`" if custom else "it has no stem"
@@ -111,6 +110,7 @@ def _require_builtin_blocks(spec: Spec) -> None:
             help="write the Oracle of this stage as its own plain spec (the stage's widths and "
             "depths, no schedule) and train it with `nestdsl train`",
         )
+    return spec.stem
 
 
 def _width(channels: int, plan: StagePlan, stage: int) -> int:
@@ -147,18 +147,21 @@ def _cut_trunk(spec: Spec, plan: StagePlan, stage: int) -> tuple[Block, ...]:
     return tuple(kept)
 
 
+def _stem_line(stem: Stem) -> str:
+    text = f"stem     conv channels={stem.channels} kernel={stem.kernel}"
+    text += f" stride={stem.stride}" if stem.stride != 1 else ""
+    return text + (f" pool={stem.pool}" if stem.pool != "none" else "")
+
+
 def format_spec(spec: Spec, comment: str | None = None) -> str:
     """``.nest`` source for ``spec`` with every value literal (parameters already applied)."""
     shape = spec.input
-    stem = spec.stem
     lines = [f"nest {spec.version}"]
     lines += [f"# {line}" for line in (comment or "").splitlines()]
     lines += [f"network {spec.name}", ""]
     lines.append(f"input    shape=({shape.channels}, {shape.height}, {shape.width})")
-    stem_text = f"stem     conv channels={stem.channels} kernel={stem.kernel}"
-    stem_text += f" stride={stem.stride}" if stem.stride != 1 else ""
-    stem_text += f" pool={stem.pool}" if stem.pool != "none" else ""
-    lines.append(stem_text)
+    if spec.stem is not None:  # a `nest 2` spec may let a block of a unit be its stem
+        lines.append(_stem_line(spec.stem))
     for block in spec.blocks:
         text = (
             f"block    {block.name} {block.kind} count={block.count} "
