@@ -10,10 +10,19 @@ skip connections, and depth-interlaced layers are the point of the picture).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from nestdsl.ast import BLOCK_KINDS
 from nestdsl.ir.model import Layer, NestIR
+
+FOLD_KEEP = 4
+"""Units of a long block always shown before the fold."""
+FOLD_MIN = 2
+"""Fewer units than this are drawn rather than folded."""
+
+STEM_PARTS: dict[str, tuple[str, int]] = {"stem": ("stem", 0), "pool": ("stem", 0)}
+"""Layers outside units that the block view draws as one box (the stem and its pooling)."""
 
 Unit = tuple[Layer, ...]
 """The layers of one repeated unit of a block: a residual unit, or one plain/sparse layer."""
@@ -31,6 +40,11 @@ class Box:
     repeat: int = 1
     last: str = ""
     """The run's last unit (`s1.4` for the run s1.2 … s1.4); empty when not collapsed."""
+    lead: Unit = ()
+    """A whole chain block: its first unit (which may differ by stride or projection)."""
+    folded: bool = False
+    """A folded stretch of a long block: its units differ (stages, skips), so the box shows
+    the stages it holds rather than one unit's stripes."""
 
     @property
     def output(self) -> Layer:
@@ -107,7 +121,7 @@ def _units(ir: NestIR) -> list[Unit]:
     previous: tuple[str, int] | None = None
     for layer in ir.layers.values():
         key = unit_key(layer)
-        here = None if key is None else key[:2]
+        here = key[:2] if key is not None else STEM_PARTS.get(layer.part)
         if here is not None and here == previous:
             units[-1].append(layer)
         else:
@@ -136,26 +150,96 @@ def _runs(units: list[Unit]) -> list[list[Unit]]:
     return runs
 
 
-def boxes(ir: NestIR, *, collapse: bool) -> list[Box]:
-    """The diagram's nodes in topological order, runs of repeated units folded if asked."""
-    result: list[Box] = []
-    for run in _runs(_units(ir)):
-        if collapse and len(run) > 1:
-            first, last = unit_key(run[0][0]), unit_key(run[-1][0])
-            assert first is not None and last is not None
-            members = tuple(layer.id for unit in run for layer in unit)
-            box_id = f"{first[0]}.{first[1]}-{last[1]}"
-            result.append(Box(box_id, run[0], members, len(run), f"{last[0]}.{last[1]}"))
+def _unit_boxes(run: list[Unit]) -> list[Box]:
+    """A run of several units as one "× n" box; a lone unit as one box; other layers alone."""
+    if len(run) > 1:
+        first, last = unit_key(run[0][0]), unit_key(run[-1][0])
+        assert first is not None and last is not None
+        members = tuple(layer.id for unit in run for layer in unit)
+        box_id = f"{first[0]}.{first[1]}-{last[1]}"
+        return [Box(box_id, run[0], members, len(run), f"{last[0]}.{last[1]}")]
+    unit = run[0]
+    key = unit_key(unit[0])
+    if len(unit) == 1:
+        return [Box(unit[0].id, unit, (unit[0].id,))]
+    box_id = unit[0].id if key is None else f"{key[0]}.{key[1]}"
+    return [Box(box_id, unit, tuple(layer.id for layer in unit))]
+
+
+def pattern_length(ir: NestIR) -> int:
+    """Units of a block shown before folding: one period of the depth interlacing (2^(L-1)
+    for L levels: Figure 3's pattern), at least FOLD_KEEP."""
+    levels = max(layer.level for layer in ir.layers.values())
+    return max(FOLD_KEEP, 2 ** (levels - 1))
+
+
+def _merge(ir: NestIR, boxes: list[Box], *, whole: bool) -> Box:
+    """Consecutive unit boxes of one block as one box. A whole chain block describes its
+    repeated (last) unit and notes its first; a fold lists the stages it holds."""
+    members = tuple(member for box in boxes for member in box.members)
+    block, first = boxes[0].block, boxes[0].layers[0].position
+    last = max(ir.layers[member].position for member in members)
+    return Box(
+        f"{block}.{first}-{last}",
+        boxes[-1].layers if whole else boxes[0].layers,
+        members,
+        last - first + 1,
+        f"{block}.{last}",
+        lead=boxes[0].layers if whole else (),
+        folded=not whole,
+    )
+
+
+def _chain_block(boxes: list[Box]) -> bool:
+    """The unit boxes of a block form one chain of units of one kind and one stage pattern
+    (ResNet, MobileNet blocks): the block reads as one box "× n"."""
+    outputs = [box.output for box in boxes]
+    return (
+        len(boxes) > 1
+        and len({(layer.unit, layer.stripe_stages) for layer in outputs}) == 1
+        and all(_follows(a.layers[-1:], b.layers) for a, b in itertools.pairwise(boxes))
+    )
+
+
+def _fold_blocks(ir: NestIR, drawn: list[Box]) -> list[Box]:
+    """Chain blocks become one box. Other blocks fold their units into one box, except that
+    the first block long enough shows its first pattern (`pattern_length`) before its fold:
+    later blocks repeat it. Blocks of at most one pattern are drawn; a fold hides at least
+    FOLD_MIN units."""
+    keep = pattern_length(ir)
+    blocks: dict[str, list[int]] = {}
+    for index, box in enumerate(drawn):
+        if box.block is not None and unit_key(box.layers[0]) is not None:
+            blocks.setdefault(box.block, []).append(index)
+    replaced: dict[int, Box] = {}
+    hidden: set[int] = set()
+    patterned = False
+    for indices in blocks.values():
+        members = [drawn[i] for i in indices]
+        if _chain_block(members):
+            replaced[indices[0]] = _merge(ir, members, whole=True)
+            hidden.update(indices[1:])
             continue
-        for unit in run:
-            if collapse and len(unit) > 1 and _user_unit(unit):
-                key = unit_key(unit[0])
-                assert key is not None
-                members = tuple(layer.id for layer in unit)
-                result.append(Box(f"{key[0]}.{key[1]}", unit, members))
-            else:
-                result.extend(Box(layer.id, (layer,), (layer.id,)) for layer in unit)
-    return result
+        if len(indices) <= keep:
+            continue
+        folded = indices if patterned else indices[keep:]
+        patterned = patterned or len(indices) >= keep
+        if len(folded) >= FOLD_MIN:
+            replaced[folded[0]] = _merge(ir, [drawn[i] for i in folded], whole=False)
+            hidden.update(folded[1:])
+    return [replaced.get(i, box) for i, box in enumerate(drawn) if i not in hidden]
+
+
+def boxes(ir: NestIR, *, collapse: bool) -> list[Box]:
+    """The diagram's nodes in topological order.
+
+    ``collapse`` gives the block view: a unit is one box, runs of identical units one
+    "× n" box, and long blocks show their interlacing pattern once, then one folded box.
+    """
+    if not collapse:
+        return [Box(layer.id, (layer,), (layer.id,)) for layer in ir.layers.values()]
+    drawn = [box for run in _runs(_units(ir)) for box in _unit_boxes(run)]
+    return _fold_blocks(ir, drawn)
 
 
 def edges(ir: NestIR, drawn: list[Box]) -> list[Edge]:
