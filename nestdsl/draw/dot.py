@@ -15,7 +15,16 @@ from html import escape
 
 from nestdsl import diagnostics
 from nestdsl.cost import stage_costs
-from nestdsl.draw.nodes import Box, Edge, boxes, edges, unit_key
+from nestdsl.draw.nodes import (
+    Box,
+    Edge,
+    UnitEdge,
+    boxes,
+    edges,
+    unit_edges,
+    unit_key,
+    wants_stripes,
+)
 from nestdsl.draw.palette import StageColour, stage_colours
 from nestdsl.ir.model import Layer, NestIR
 
@@ -37,6 +46,13 @@ SKIP_STYLES: tuple[Mapping[str, str], ...] = (
 FADED = StageColour(fill="#eeeeee", font="#b4b4b4")
 """Units after the highlighted stage (`--stage K`)."""
 FADED_EDGE = "#dddddd"
+PRUNED_EDGE = "#c8c8c8"
+EDGE_KEYS: Mapping[bool, tuple[str, ...]] = {
+    False: ("── direct input", "- - shortcut / skip 2", "··· longer skip"),
+    True: ("── kept unit edge (stage of source ≤ stage of target)", "- - pruned back-edge"),
+}
+"""The legend's edge line, by view (layer edges, or unit edges in the stripe view)."""
+"""Back-edges the stage rule prunes, drawn on request (`--show-pruned`)."""
 
 INVISIBLE: Mapping[str, str] = {"style": "invis", "weight": "4"}
 """Keeps interlaced layers of a block in pipeline order, as Figure 3 lays them out."""
@@ -111,23 +127,29 @@ def _table(rows: Iterable[str], style: str = "") -> str:
     )
 
 
-def _stripes(layer: Layer, colours: Mapping[int, StageColour]) -> list[str]:
+def _port(stripe: int, ports: bool) -> dict[str, str]:
+    """The cell attribute naming stripe j's port (`u0`, `u1` …) in the stripe view."""
+    return {"port": f"u{stripe}"} if ports else {}
+
+
+def _stripes(layer: Layer, colours: Mapping[int, StageColour], ports: bool) -> list[str]:
     """One cell per stripe, stripe 1 on top, height proportional to its width."""
     base = layer.stripes[0]
     rows = []
-    for width, stage in zip(layer.stripes, layer.stripe_stages, strict=True):
+    for j, (width, stage) in enumerate(zip(layer.stripes, layer.stripe_stages, strict=True)):
         colour = colours[stage]
         height = min(MAX_STRIPE_HEIGHT, STRIPE_HEIGHT * max(1, width // max(base, 1)))
         text = f'<font color="{colour.font}" point-size="8">{width}</font>'
-        rows.append(_cell(text, {"bgcolor": colour.fill, "height": str(height)}))
+        attributes = {"bgcolor": colour.fill, "height": str(height), **_port(j, ports)}
+        rows.append(_cell(text, attributes))
     return rows
 
 
-def _header(title: str, *subtitle: str) -> str:
+def _header(title: str, *subtitle: str, port: Mapping[str, str] | None = None) -> str:
     """Bold title over one small line per subtitle entry."""
     lines = "<br/>".join(escape(line) for line in subtitle)
     text = f"<b>{escape(title)}</b><br/>" + f'<font point-size="8">{lines}</font>'
-    return _cell(text, {"bgcolor": "#ffffff"})
+    return _cell(text, {"bgcolor": "#ffffff", **(port or {})})
 
 
 def _chain(layers: Iterable[Layer], channels: int) -> list[str]:
@@ -165,7 +187,10 @@ def _lead_note(box: Box) -> list[str]:
     return [f"first unit: {' '.join(notes) or 'differs'}"]
 
 
-def _box_label(box: Box, ir: NestIR, colours: Mapping[int, StageColour]) -> str:
+def _box_label(
+    box: Box, ir: NestIR, colours: Mapping[int, StageColour], ports: bool = False
+) -> str:
+    """The node's HTML table; ``ports`` names each stripe cell for unit-to-unit edges."""
     layer = box.output
     if layer.op == "head":
         stage = ir.heads.index(layer.id) + 1
@@ -175,9 +200,10 @@ def _box_label(box: Box, ir: NestIR, colours: Mapping[int, StageColour]) -> str:
             f'<font color="{colour.font}"><b>{escape(title)}</b><br/>'
             f'<font point-size="8">{escape(DESCRIBE["head"](layer))}</font></font>'
         )
-        return _table([_cell(text, {"bgcolor": colour.fill})], style="rounded")
+        return _table([_cell(text, {"bgcolor": colour.fill, **_port(0, ports)})], style="rounded")
     if layer.op == "input":
-        return _table([_header("input", DESCRIBE["input"](layer))], style="rounded")
+        header = _header("input", DESCRIBE["input"](layer), port=_port(0, ports))
+        return _table([header], style="rounded")
     key = unit_key((box.lead or box.layers)[0])
     first = f"{key[0]}.{key[1]}" if key is not None else box.layers[0].id
     if box.folded:
@@ -195,8 +221,8 @@ def _box_label(box: Box, ir: NestIR, colours: Mapping[int, StageColour]) -> str:
         else:
             title, kind = first, [layer.unit] if layer.unit else []
         lines = [*kind, *chain, *_lead_note(box)]
-        return _table([_header(title, *lines), *_stripes(layer, colours)])
-    return _table([_header(layer.id, DESCRIBE[layer.op](layer)), *_stripes(layer, colours)])
+        return _table([_header(title, *lines), *_stripes(layer, colours, ports)])
+    return _table([_header(layer.id, DESCRIBE[layer.op](layer)), *_stripes(layer, colours, ports)])
 
 
 def _cluster_of(box: Box) -> str | None:
@@ -211,6 +237,19 @@ def _edge_line(edge: Edge, faded: bool) -> str:
     if faded:
         style["color"] = FADED_EDGE
     return f"  {_id(edge.source)} -> {_id(edge.target)} {_attrs(style)};"
+
+
+def _unit_edge_line(ir: NestIR, edge: UnitEdge, highlight: int | None) -> str:
+    """Stripe view: a kept unit edge dark, a pruned one greyed and dashed (no layout pull);
+    with a highlight, edges of units after it fade."""
+    (source, i), (target, j) = edge.source, edge.target
+    if not edge.kept:
+        style = {"color": PRUNED_EDGE, "style": "dashed", "constraint": "false"}
+    elif highlight is not None and ir.stage(edge.target) > highlight:
+        style = {"color": FADED_EDGE}
+    else:
+        style = {"color": "#404040"}
+    return f'  {_id(source)}:"u{i}":e -> {_id(target)}:"u{j}":w {_attrs(style)};'
 
 
 def _ordering_edges(drawn: list[Box], visible: set[tuple[str, str]]) -> list[str]:
@@ -258,7 +297,11 @@ def _count(value: int) -> str:
 
 
 def _legend(
-    ir: NestIR, caption: str, colours: Mapping[int, StageColour], highlight: int | None
+    ir: NestIR,
+    caption: str,
+    colours: Mapping[int, StageColour],
+    highlight: int | None,
+    by_unit: bool,
 ) -> str:
     """The graph's label: the caption over a legend with a column per stage (its colour,
     parameters and FLOPs of D_k alone, from :mod:`nestdsl.cost`; the highlighted stage in
@@ -284,7 +327,7 @@ def _legend(
     )
     params = "".join(cell(_count(c.params), c.stage) for c in costs)
     flops = "".join(cell(_count(c.flops), c.stage) for c in costs)
-    styles = "    ".join(("── direct input", "- - shortcut / skip 2", "··· longer skip"))
+    styles = "    ".join(EDGE_KEYS[by_unit])
     span = len(costs) + 1
     rows = [
         f'<tr><td align="left" colspan="{span}">{escape(caption)}</td></tr>',
@@ -313,7 +356,7 @@ def _caption(ir: NestIR, title: str | None, highlight: int | None) -> str:
 def _check_stage(ir: NestIR, highlight: int | None) -> None:
     if highlight is not None and not 1 <= highlight <= ir.num_stages:
         diagnostics.fail(
-            code="E904",
+            code="E906",
             message=f"cannot highlight stage {highlight}: `{ir.name}` has stages "
             f"1 to {ir.num_stages}",
             help=f"pick a stage between 1 and {ir.num_stages} ({' '.join(ir.stage_labels)})",
@@ -334,16 +377,23 @@ def to_dot(
     collapse: bool = True,
     title: str | None = None,
     stage: int | None = None,
+    stripes: bool | None = None,
+    show_pruned: bool = False,
 ) -> str:
     """The architecture as DOT source.
 
-    ``collapse`` gives the block view (units, runs and long blocks folded); ``stage``
-    highlights the subnetwork D_stage and greys out every later unit, edge and head.
+    ``collapse`` gives the block view (units, runs and long blocks folded), else every
+    layer. ``stripes`` draws every layer with its units as stacked cells and the kept
+    unit-to-unit edges (Figure 5), plus the pruned back-edges greyed with ``show_pruned``;
+    ``None`` picks it for small width-nested networks in the block view
+    (:func:`~nestdsl.draw.nodes.wants_stripes`). ``stage`` highlights the subnetwork
+    D_stage and greys out every later unit, edge and head.
     """
     _check_stage(ir, stage)
+    by_unit = wants_stripes(ir) and collapse if stripes is None else stripes
     palette = stage_colours(ir)
     colours = _faded(palette, stage)
-    drawn = boxes(ir, collapse=collapse)
+    drawn = boxes(ir, collapse=collapse and not by_unit)
     kept = edges(ir, drawn)
     first_stage = {box.id: min(ir.layers[m].stage for m in box.members) for box in drawn}
     caption = _caption(ir, title, stage)
@@ -353,13 +403,13 @@ def to_dot(
         + _attrs(
             {
                 "rankdir": "LR",
-                "label": _legend(ir, caption, palette, stage),
+                "label": _legend(ir, caption, palette, stage, by_unit),
                 "labelloc": "t",
                 "labeljust": "l",
                 "fontname": FONT,
                 "fontsize": "14",
                 "nodesep": "0.2",
-                "ranksep": "0.15",
+                "ranksep": "0.6" if by_unit else "0.15",
                 "newrank": "true",
             }
         )
@@ -372,7 +422,8 @@ def to_dot(
         clusters.setdefault(_cluster_of(box), []).append(box)
     for name, members in clusters.items():
         node_lines = [
-            f"  {_id(box.id)} {_attrs({'label': _box_label(box, ir, colours)})};" for box in members
+            f"  {_id(box.id)} {_attrs({'label': _box_label(box, ir, colours, by_unit)})};"
+            for box in members
         ]
         if name is None:
             lines.extend(node_lines)
@@ -388,13 +439,18 @@ def to_dot(
         lines.append("    graph " + _attrs(style) + ";")
         lines.extend("  " + line for line in node_lines)
         lines.append("  }")
-    lines.extend(
-        _edge_line(
-            edge,
-            stage is not None and max(first_stage[edge.source], first_stage[edge.target]) > stage,
+    if by_unit:
+        pairs = unit_edges(ir, pruned=show_pruned)
+        lines.extend(_unit_edge_line(ir, edge, stage) for edge in pairs)
+    else:
+        lines.extend(
+            _edge_line(
+                edge,
+                stage is not None
+                and max(first_stage[edge.source], first_stage[edge.target]) > stage,
+            )
+            for edge in kept
         )
-        for edge in kept
-    )
     lines.extend(_ordering_edges(drawn, {(e.source, e.target) for e in kept}))
     lines.extend(_rank_groups(ir, drawn))
     lines.append("}")

@@ -14,7 +14,7 @@ import itertools
 from dataclasses import dataclass
 
 from nestdsl.ast import BLOCK_KINDS
-from nestdsl.ir.model import Layer, NestIR
+from nestdsl.ir.model import Layer, NestIR, UnitId
 
 FOLD_KEEP = 4
 """Units of a long block always shown before the fold."""
@@ -23,6 +23,10 @@ FOLD_MIN = 2
 
 STEM_PARTS: dict[str, tuple[str, int]] = {"stem": ("stem", 0), "pool": ("stem", 0)}
 """Layers outside units that the block view draws as one box (the stem and its pooling)."""
+
+STRIPES_MAX_LAYERS = 16
+STRIPES_MAX_EDGES = 150
+"""Up to these sizes a width-nested network is drawn by unit (stripe view) by default."""
 
 Unit = tuple[Layer, ...]
 """The layers of one repeated unit of a block: a residual unit, or one plain/sparse layer."""
@@ -67,6 +71,15 @@ class Edge:
     source: str
     target: str
     skip: int
+
+
+@dataclass(frozen=True)
+class UnitEdge:
+    """A unit-to-unit connection of the base network: kept by the stage rule, or pruned."""
+
+    source: UnitId
+    target: UnitId
+    kept: bool
 
 
 def unit_key(layer: Layer) -> tuple[str, int, str] | None:
@@ -256,3 +269,36 @@ def edges(ir: NestIR, drawn: list[Box]) -> list[Edge]:
             if source in kept and pair[0] != pair[1]:
                 found[pair] = min(found.get(pair, rank), rank)
     return [Edge(source, target, skip) for (source, target), skip in found.items()]
+
+
+def _base_inputs(ir: NestIR, layer: Layer, stripe: int) -> list[UnitId]:
+    """Units of the base network feeding stripe ``stripe`` before pruning: the same stripe
+    of each input for channel-wise ops, every stripe otherwise."""
+    found: list[UnitId] = []
+    for source_id in layer.inputs:
+        source = ir.layers[source_id]
+        aligned = layer.channelwise and len(source.stripes) == len(layer.stripes)
+        found.extend([(source_id, stripe)] if aligned else list(source.units()))
+    return found
+
+
+def unit_edges(ir: NestIR, *, pruned: bool) -> list[UnitEdge]:
+    """Every kept unit edge in IR order, and with ``pruned`` the base network's unit edges
+    the stage rule removed (back-edges from later stripes or layers)."""
+    found: list[UnitEdge] = []
+    for layer in ir.layers.values():
+        for unit in layer.units():
+            kept = ir.kept_inputs(unit)
+            found.extend(UnitEdge(source, unit, True) for source in kept)
+            if pruned:
+                removed = [s for s in _base_inputs(ir, layer, unit[1]) if s not in set(kept)]
+                found.extend(UnitEdge(source, unit, False) for source in removed)
+    return found
+
+
+def wants_stripes(ir: NestIR) -> bool:
+    """Small width-nested networks read best by unit (Figure 5): some layer has several
+    stripes, and their kept unit edges and layers stay within the readable budget."""
+    widened = any(len(layer.stripes) > 1 for layer in ir.layers.values())
+    small = len(ir.layers) <= STRIPES_MAX_LAYERS
+    return widened and small and len(unit_edges(ir, pruned=False)) <= STRIPES_MAX_EDGES
