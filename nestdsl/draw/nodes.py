@@ -298,7 +298,9 @@ def unit_edges(ir: NestIR, *, pruned: bool) -> list[UnitEdge]:
 
 def wants_stripes(ir: NestIR) -> bool:
     """Small width-nested networks read best by unit (Figure 5): some layer has several
-    stripes, and their kept unit edges and layers stay within the readable budget."""
+    stripes, every layer exists from stage 1 (with depth levels or exits the skip edges of
+    every unit tangle), and the kept unit edges and layers stay within the readable budget."""
     widened = any(len(layer.stripes) > 1 for layer in ir.layers.values())
+    widened &= all(layer.stage == 1 for layer in ir.layers.values() if layer.op != "head")
     small = len(ir.layers) <= STRIPES_MAX_LAYERS
     return widened and small and len(unit_edges(ir, pruned=False)) <= STRIPES_MAX_EDGES
