@@ -45,6 +45,8 @@ def test_default_view_edge_budget(spec: Path) -> None:
     ir = build_ir(load(spec))
     folded, expanded = to_dot(ir), to_dot(ir, collapse=False)
     assert drawn_edges(folded) <= MAX_EDGES
+    ids = re.findall(r'^\s*"([^"]+)" \[label=', folded, flags=re.MULTILINE)
+    assert len(ids) == len(set(ids))  # one node per box, ids never collide
     # --expand keeps every layer: one node per layer
     assert len(re.findall(r'^\s*"[^"]+" \[label=', expanded, flags=re.MULTILINE)) == len(ir.layers)
 

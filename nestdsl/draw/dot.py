@@ -1,11 +1,15 @@
 """DOT source of a nested network, drawn like the paper's Figures 2-7.
 
-Left to right, each layer is an HTML-like table: a header (name, op) over one cell per stripe,
-stacked and filled with the colour of the unit's stage (:mod:`nestdsl.draw.palette`), so width
-nesting shows as stacked shades (Figures 4-5), interlaced depth nesting as alternating hues
-(Figure 3), and both at once as Figures 6-7. One cluster per resolution block, heads at the
-right labelled with their stage, a legend mapping colours to stages. The text is deterministic
-(ids from layer ids, sorted attributes, IR order) so it can be golden-tested without Graphviz.
+Left to right, each box is an HTML-like table: a header (name, op or chain of ops) over one
+cell per stripe, stacked and filled with the colour of the unit's stage
+(:mod:`nestdsl.draw.palette`), so width nesting shows as stacked shades (Figures 4-5),
+interlaced depth nesting as alternating hues (Figure 3), and both at once as Figures 6-7.
+One cluster per resolution block, heads at the right labelled with their stage, and across
+the top a legend with every stage's colour, parameters and FLOPs. Three views: the folded
+block view (default), every layer (``collapse=False``), and the stripe view with an edge
+per kept unit connection (Figure 5). ``stage`` highlights one subnetwork. The text is
+deterministic (ids from structure fields, sorted attributes, IR order) so it can be
+golden-tested without Graphviz.
 """
 
 from __future__ import annotations

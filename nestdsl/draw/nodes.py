@@ -1,11 +1,14 @@
-"""What is drawn: layers (or collapsed runs of repeated units) and the edges between them.
+"""What is drawn: boxes (layers, units, runs, whole blocks, folds) and the edges between them.
 
-A diagram node is a :class:`Box`: one layer, or a run of identical repeated units of a block
-drawn once with "× n". Runs are found here so that the DOT writer only formats boxes.
-A unit defined in the spec is one node in the collapsed (block) view. Collapsing never hides
-nesting: the units of a run must agree on every layer's op, shape and
-unit stages, and only residual units and plain layers collapse (sparse layers differ in their
-skip connections, and depth-interlaced layers are the point of the picture).
+A diagram node is a :class:`Box`. The block view (``collapse``) folds repeated structure so
+that any network stays readable: a unit of several layers is one box (a unit defined in the
+spec too), a run of identical chained units one "× n" box, a block that is one chain of a
+unit kind one box, and a long sparse/dense block shows one period of its depth interlacing
+before a folded box that lists the stages it holds. Runs only join units that agree on every
+layer's op, shape and unit stages, so folding never hides where a stage begins; a folded
+stretch shows its stages as cells. The expanded view draws one box per layer; the stripe
+view adds the unit-to-unit edges (:func:`unit_edges`), kept or pruned. Boxes are found from
+the layers' structure fields (block, position, part, unit), never from their ids.
 """
 
 from __future__ import annotations
@@ -38,12 +41,13 @@ class Box:
 
     id: str
     layers: Unit
-    """The layers described (a collapsed run describes its first unit)."""
+    """The layers described (a run or fold its first unit, a whole block its last)."""
     members: tuple[str, ...]
     """All layer ids drawn by this box (every unit of a run)."""
     repeat: int = 1
+    """How many units the box stands for (1 for a layer or a single unit)."""
     last: str = ""
-    """The run's last unit (`s1.4` for the run s1.2 … s1.4); empty when not collapsed."""
+    """The last unit drawn by a run, block or fold (`s1.4` for s1.2 … s1.4); else empty."""
     lead: Unit = ()
     """A whole chain block: its first unit (which may differ by stride or projection)."""
     folded: bool = False
