@@ -38,6 +38,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_wheel_ships_every_package_and_the_grammar(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "nestdsl/grammar/nest.lark" in names
+    assert "nestdsl/prelude.nest" in names  # the built-in kinds, written in the language
     for package in ("cli", "compiler", "data", "draw", "ir", "optim", "parse", "train"):
         assert f"nestdsl/{package}/__init__.py" in names, package
     sources = {p.relative_to(ROOT / "nestdsl").as_posix() for p in (ROOT / "nestdsl").rglob("*.py")}
