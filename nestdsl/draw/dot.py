@@ -30,6 +30,7 @@ from nestdsl.draw.nodes import (
     wants_stripes,
 )
 from nestdsl.draw.palette import StageColour, stage_colours
+from nestdsl.glossary import human
 from nestdsl.ir.model import Layer, NestIR
 
 FONT = "Helvetica"
@@ -292,14 +293,6 @@ def _rank_groups(ir: NestIR, drawn: list[Box]) -> list[str]:
     return lines
 
 
-def _count(value: int) -> str:
-    """3 significant digits with a k/M/G suffix (`1.23M`)."""
-    for scale, suffix in ((10**9, "G"), (10**6, "M"), (10**3, "k")):
-        if value >= scale:
-            return f"{value / scale:.3g}{suffix}"
-    return str(value)
-
-
 def _legend(
     ir: NestIR,
     caption: str,
@@ -329,8 +322,8 @@ def _legend(
         + "</font></td>"
         for c in costs
     )
-    params = "".join(cell(_count(c.params), c.stage) for c in costs)
-    flops = "".join(cell(_count(c.flops), c.stage) for c in costs)
+    params = "".join(cell(human(c.params), c.stage) for c in costs)
+    flops = "".join(cell(human(c.flops), c.stage) for c in costs)
     styles = "    ".join(EDGE_KEYS[by_unit])
     span = len(costs) + 1
     rows = [
