@@ -28,7 +28,7 @@ from nestdsl.ir.builder import (
     merge,
     sparse_sources,
 )
-from nestdsl.ir.model import Activation, Op
+from nestdsl.ir.model import Activation, Layer, Op
 
 ACTIVATION_NAMES: tuple[Activation, ...] = (
     "identity",
@@ -103,8 +103,15 @@ class Instance:
         self.pending = _Draft(op, channels, attrs, self.part_name(call.name))
 
 
-def _args(instance: Instance, call: Call, defaults: Mapping[str, Value]) -> dict[str, Value]:
-    """The call's arguments evaluated, over ``defaults``; unknown names are errors."""
+def _args(
+    instance: Instance,
+    call: Call,
+    defaults: Mapping[str, Value],
+    words: Mapping[str, Value] | None = None,
+) -> dict[str, Value]:
+    """The call's arguments evaluated, over ``defaults``; unknown names are errors.
+    ``words`` are extra names the arguments may use as values (`gate=hardsigmoid`)."""
+    env = {**instance.env, **words} if words else instance.env
     values = dict(defaults)
     for key, expr in call.args.items():
         if key not in defaults:
@@ -116,7 +123,7 @@ def _args(instance: Instance, call: Call, defaults: Mapping[str, Value]) -> dict
                 call.span_of(key),
                 hint or f"its arguments: {listing}",
             )
-        values[key] = evaluate(expr, instance.env)
+        values[key] = evaluate(expr, env)
     return values
 
 
@@ -132,7 +139,31 @@ def _int(call: Call, values: Mapping[str, Value], key: str, minimum: int = 1) ->
     return value
 
 
+def _is_flat(layers: Mapping[str, Layer], layer_id: str) -> bool:
+    """The layer's output comes from a `flatten` (through 1×1 layers: `linear`, `bn` ...)."""
+    layer = layers[layer_id]
+    if layer.op == "flatten":
+        return True
+    spatial = layer.size != (1, 1) or layer.op == "input"
+    return not spatial and any(_is_flat(layers, source) for source in layer.inputs)
+
+
+def _spatial(instance: Instance, call: Call) -> None:
+    """Refuse a primitive that needs a spatial layout after `flatten` (commits the pending
+    layer, which the primitive's own layer would commit anyway)."""
+    instance.commit()
+    layers = instance.builder.layers
+    if any(_is_flat(layers, source) for source in instance.feature.sources):
+        diagnostics.fail(
+            "E408",
+            f"`{call.name}` cannot follow `flatten`: flattened features have no spatial layout",
+            call.span,
+            "use `linear` after `flatten`, or move `flatten` after this line",
+        )
+
+
 def _conv(instance: Instance, call: Call) -> None:
+    _spatial(instance, call)
     incoming = instance.current_channels()
     values = _args(
         instance,
@@ -216,6 +247,7 @@ def _layernorm(instance: Instance, call: Call) -> None:
 
 
 def _pool(instance: Instance, call: Call) -> None:
+    _spatial(instance, call)
     values = _args(instance, call, {"kernel": 2, "stride": 0, "padding": 0, "size": 0})
     kernel = _int(call, values, "kernel")
     stride = _int(call, values, "stride", 0) or kernel
@@ -237,8 +269,99 @@ def _dropout(instance: Instance, call: Call) -> None:
     instance.start("dropout", instance.current_channels(), Attrs(dropout=float(p)), call)
 
 
+def _choice(call: Call, values: Mapping[str, Value], key: str) -> Activation:
+    """An activation named by argument ``key`` (`gate=hardsigmoid`)."""
+    value = values[key]
+    found = next((a for a in ACTIVATION_NAMES if a == value), None)
+    if found is None:
+        diagnostics.fail(
+            "E106",
+            f"`{key}` of `{call.name}` must name an activation, got `{value}`",
+            call.span_of(key),
+            "valid choices: " + ", ".join(f"`{a}`" for a in ACTIVATION_NAMES),
+        )
+    assert found is not None
+    return found
+
+
+def _se(instance: Instance, call: Call) -> None:
+    """Squeeze-and-excitation: global average pool, a squeeze FC (1×1 conv with bias) and
+    its activation, an excite FC back to the channels with the gate activation, and the
+    multiply. Under width nesting the two FCs are channel-mixing (lower-triangular by the
+    stage rule, the squeeze width split into stripes too) and the multiply keeps stripe j."""
+    values = _args(
+        instance,
+        call,
+        {"reduction": 4, "squeeze": 0, "act": "relu", "gate": "sigmoid"},
+        words={name: name for name in ACTIVATION_NAMES},
+    )
+    _spatial(instance, call)
+    entry = instance.feature
+    if len(entry.sources) > 1:
+        diagnostics.fail(
+            "E410",
+            f"`se` reads {len(entry.sources)} layers combined by {entry.agg}; it gates one",
+            call.span,
+            "put a layer (`conv`, `bn` ...) before `se` in the unit",
+        )
+    squeeze = _int(call, values, "squeeze", 0)
+    squeeze = squeeze or entry.channels // _int(call, values, "reduction")
+    if squeeze < 1:
+        diagnostics.fail(
+            "E104",
+            f"`se` squeezes {entry.channels} channels to {squeeze}: needs at least 1",
+            call.span,
+            "use a smaller `reduction` or give `squeeze=...`",
+        )
+    name = instance.part_name(call.name)
+    pool = _add(instance, f"{name}.pool", "avgpool", entry.channels, Attrs(output_size=1))
+    act, gate = _choice(call, values, "act"), _choice(call, values, "gate")
+    instance.feature = pool
+    _add(instance, f"{name}.squeeze", "conv", squeeze, Attrs(bias=True, act=act))
+    excite = _add(instance, f"{name}.excite", "conv", entry.channels, Attrs(bias=True, act=gate))
+    instance.feature = Feature((*entry.sources, *excite.sources), "product", entry.channels, entry.size)
+    instance.pending = _Draft("mul", entry.channels, Attrs(), f"{name}.gate")
+
+
+def _add(instance: Instance, part: str, op: Op, channels: int, attrs: Attrs) -> Feature:
+    """Add one layer of a multi-layer primitive now; its output is the current feature."""
+    instance.pending = _Draft(op, channels, attrs, part)
+    instance.commit()
+    return instance.feature
+
+
+def _flatten(instance: Instance, call: Call) -> None:
+    """[C, H, W] -> [C·H·W, 1, 1], channel-major: stripe j of C becomes stripe j of C·H·W."""
+    _args(instance, call, {})
+    instance.commit()
+    feature = instance.feature
+    height, width = feature.size
+    flat = Attrs(output_size=1)  # the output map is 1×1
+    instance.start("flatten", feature.channels * height * width, flat, call)
+
+
+def _linear(instance: Instance, call: Call) -> None:
+    """A fully connected layer, run as a 1×1 convolution on a flat (1×1) input."""
+    instance.commit()
+    feature = instance.feature
+    values = _args(instance, call, {"features": feature.channels, "bias": 1})
+    if feature.size != (1, 1):
+        diagnostics.fail(
+            "E409",
+            f"`linear` needs a flat input, got {feature.channels}@"
+            f"{feature.size[0]}x{feature.size[1]}",
+            call.span,
+            "put `flatten` or `avgpool size=1` before it",
+        )
+    attrs = Attrs(bias=bool(values["bias"]))
+    instance.start("conv", _int(call, values, "features"), attrs, call)
+
+
 PRIMITIVES: dict[str, Callable[[Instance, Call], None]] = {
     "conv": _conv,
+    "se": _se,
+    "flatten": _flatten,
+    "linear": _linear,
     "bn": _bn,
     "layernorm": _layernorm,
     "maxpool": _pool,
