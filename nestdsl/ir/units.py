@@ -270,18 +270,30 @@ def _dropout(instance: Instance, call: Call) -> None:
 
 
 def _choice(call: Call, values: Mapping[str, Value], key: str) -> Activation:
-    """An activation named by argument ``key`` (`gate=hardsigmoid`)."""
+    """The activation that argument ``key`` names (`gate=hardsigmoid`)."""
     value = values[key]
     found = next((a for a in ACTIVATION_NAMES if a == value), None)
     if found is None:
+        choices = ", ".join(f"`{a}`" for a in ACTIVATION_NAMES)
         diagnostics.fail(
             "E106",
             f"`{key}` of `{call.name}` must name an activation, got `{value}`",
             call.span_of(key),
-            "valid choices: " + ", ".join(f"`{a}`" for a in ACTIVATION_NAMES),
+            diagnostics.did_you_mean(str(value), ACTIVATION_NAMES) or f"valid choices: {choices}",
         )
     assert found is not None
     return found
+
+
+def _words(instance: Instance, call: Call, keys: tuple[str, ...]) -> dict[str, Value]:
+    """Names that arguments ``keys`` may give as values: a bare name there that is not a
+    variable is a word (an activation's name, or a misspelling that :func:`_choice` reports)."""
+    given = (call.args[k] for k in keys if k in call.args)
+    return {
+        str(e.value): str(e.value)
+        for e in given
+        if e.kind == "name" and str(e.value) not in instance.env
+    }
 
 
 def _se(instance: Instance, call: Call) -> None:
@@ -289,12 +301,8 @@ def _se(instance: Instance, call: Call) -> None:
     its activation, an excite FC back to the channels with the gate activation, and the
     multiply. Under width nesting the two FCs are channel-mixing (lower-triangular by the
     stage rule, the squeeze width split into stripes too) and the multiply keeps stripe j."""
-    values = _args(
-        instance,
-        call,
-        {"reduction": 4, "squeeze": 0, "act": "relu", "gate": "sigmoid"},
-        words={name: name for name in ACTIVATION_NAMES},
-    )
+    defaults: dict[str, Value] = {"reduction": 4, "squeeze": 0, "act": "relu", "gate": "sigmoid"}
+    values = _args(instance, call, defaults, _words(instance, call, ("act", "gate")))
     _spatial(instance, call)
     entry = instance.feature
     if len(entry.sources) > 1:
@@ -319,7 +327,9 @@ def _se(instance: Instance, call: Call) -> None:
     instance.feature = pool
     _add(instance, f"{name}.squeeze", "conv", squeeze, Attrs(bias=True, act=act))
     excite = _add(instance, f"{name}.excite", "conv", entry.channels, Attrs(bias=True, act=gate))
-    instance.feature = Feature((*entry.sources, *excite.sources), "product", entry.channels, entry.size)
+    instance.feature = Feature(
+        (*entry.sources, *excite.sources), "product", entry.channels, entry.size
+    )
     instance.pending = _Draft("mul", entry.channels, Attrs(), f"{name}.gate")
 
 
