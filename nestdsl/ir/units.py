@@ -29,6 +29,7 @@ from nestdsl.ir.builder import (
     sparse_sources,
 )
 from nestdsl.ir.model import Activation, Layer, Op
+from nestdsl.schedule import StagePlan
 
 ACTIVATION_NAMES: tuple[Activation, ...] = (
     "identity",
@@ -308,7 +309,8 @@ def _se(instance: Instance, call: Call) -> None:
     if len(entry.sources) > 1:
         diagnostics.fail(
             "E410",
-            f"`se` reads {len(entry.sources)} layers combined by {entry.agg}; it gates one",
+            f"`se` gates one layer, but here it reads {len(entry.sources)} layers "
+            f"combined by {entry.agg} (the unit's input)",
             call.span,
             "put a layer (`conv`, `bn` ...) before `se` in the unit",
         )
@@ -321,6 +323,7 @@ def _se(instance: Instance, call: Call) -> None:
             call.span,
             "use a smaller `reduction` or give `squeeze=...`",
         )
+    _check_squeeze(instance.builder.plan, call, squeeze)
     name = instance.part_name(call.name)
     pool = _add(instance, f"{name}.pool", "avgpool", entry.channels, Attrs(output_size=1))
     act, gate = _choice(call, values, "act"), _choice(call, values, "gate")
@@ -331,6 +334,20 @@ def _se(instance: Instance, call: Call) -> None:
         (*entry.sources, *excite.sources), "product", entry.channels, entry.size
     )
     instance.pending = _Draft("mul", entry.channels, Attrs(), f"{name}.gate")
+
+
+def _check_squeeze(plan: StagePlan, call: Call, squeeze: int) -> None:
+    """The squeeze layer nests with the stripes, so its width must split like a layer's."""
+    units = plan.width_units
+    if squeeze % units:
+        ratios = ":".join(map(str, plan.stripe_ratios))
+        diagnostics.fail(
+            "E301",
+            f"`se` squeezes to {squeeze} channels, which width nesting splits {ratios} into "
+            f"stripes: needs a multiple of {units}",
+            call.span,
+            f"the squeeze width nests too: e.g. `squeeze={-(-squeeze // units) * units}`",
+        )
 
 
 def _add(instance: Instance, part: str, op: Op, channels: int, attrs: Attrs) -> Feature:
