@@ -83,7 +83,8 @@ class Layer:
     """The activation applied last (after the BatchNorm, the sum or the pooling)."""
     output_size: int = 0
     """Adaptive pooling's output size (square); 0 for fixed-kernel pooling. Heads: the
-    size their input is pooled to before flattening (1 = global average pooling)."""
+    size their input is pooled to before flattening (1 = global average pooling). `flatten`
+    layers: 1 (their output map is 1×1)."""
     dropout: float = 0.0
     """Dropout probability (`dropout` layers; heads: before each linear layer)."""
     hidden: tuple[int, ...] = ()
