@@ -80,6 +80,8 @@ DESCRIBE: Mapping[str, Callable[[Layer], str]] = {
     "input": lambda layer: f"{layer.channels}×{layer.size[0]}×{layer.size[1]}",
     "conv": lambda layer: f"conv {_kernel(layer)} · {layer.channels}",
     "add": lambda layer: f"⊕ add · {layer.channels}",
+    "mul": lambda layer: f"⊗ gate · {layer.channels}",
+    "flatten": lambda layer: f"flatten · {layer.channels}",
     "maxpool": _pool,
     "avgpool": _pool,
     "bn": lambda layer: (
@@ -95,6 +97,8 @@ DESCRIBE: Mapping[str, Callable[[Layer], str]] = {
 SHORT: Mapping[str, Callable[[Layer], str]] = {
     "conv": _kernel,
     "add": lambda layer: "⊕",
+    "mul": lambda layer: "⊗",
+    "flatten": lambda layer: "flat",
     "maxpool": lambda layer: f"pool {_kernel(layer)}",
     "avgpool": lambda layer: f"pool {_kernel(layer)}",
     "bn": lambda layer: "BN",
