@@ -20,7 +20,7 @@ import typer
 from pydantic.fields import FieldInfo
 
 from nestdsl.cli.common import INTERRUPTED, import_torch, user_errors, warn
-from nestdsl.train.checks import fail
+from nestdsl.diagnostics import fail
 from nestdsl.train.config import TrainConfig, unused_options
 
 if TYPE_CHECKING:

@@ -1,28 +1,17 @@
-"""Shared pieces of the data sources: the split record, the error helper, channel checks.
+"""Shared pieces of the data sources: the split record, stratified carving, channel checks.
 
-Error codes of the data layer (documented in ``docs/data.md``):
-
-- ``D001`` unknown data source name
-- ``D002`` malformed source argument (``synthetic:abc``, ``cifar10`` without a path)
-- ``D003`` the spec's input shape cannot be served by this source (channels, size)
-- ``D004`` a path or an expected file is missing
-- ``D005`` a data file is malformed (wrong keys, shapes, types)
-- ``D006`` a pickle file asks for code outside the CIFAR format and is refused
-- ``D007`` an optional dependency (Pillow) is not installed
-- ``D008`` an image folder does not have the expected layout
-- ``D009`` an image file cannot be decoded
+The data layer's error codes (``D0xx``) are listed once, in ``docs/errors.md``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import NoReturn
 
 import numpy as np
 from torch.utils.data import Dataset
 
-from nestdsl.diagnostics import Diagnostic, NestError
+from nestdsl.diagnostics import fail
 
 Shape = tuple[int, int, int]
 """A spec's input shape ``(C, H, W)``."""
@@ -91,11 +80,6 @@ def stratified_parts(labels: np.ndarray, fractions: Sequence[float], seed: int) 
             start += count
         parts[-1].extend(members[start:].tolist())
     return [np.sort(np.asarray(part, dtype=np.int64)) for part in parts]
-
-
-def fail(code: str, message: str, help: str | None = None) -> NoReturn:
-    """Raise a user-facing data error (no span: the fault is in the data, not the spec)."""
-    raise NestError([Diagnostic(code=code, message=message, help=help)])
 
 
 def check_channels(source: str, shape: Shape, allowed: tuple[int, ...]) -> None:

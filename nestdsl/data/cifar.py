@@ -18,8 +18,9 @@ import torch
 from torch.utils.data import Dataset
 
 from nestdsl.data import safe_pickle
-from nestdsl.data.base import DataSplit, Shape, check_channels, fail, stratified_parts
+from nestdsl.data.base import DataSplit, Shape, check_channels, stratified_parts
 from nestdsl.data.transforms import normalize, pad_random_crop, random_hflip, resize
+from nestdsl.diagnostics import fail
 
 PADDING = 4
 """Random-crop padding of the standard CIFAR augmentation (pixels at 32×32)."""

@@ -14,9 +14,10 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from nestdsl.data.base import DataSplit, Shape, check_channels, fail, stratified_parts
+from nestdsl.data.base import DataSplit, Shape, check_channels, stratified_parts
 from nestdsl.data.memory import TensorImageDataset
 from nestdsl.data.transforms import normalize, resize
+from nestdsl.diagnostics import fail
 
 SPLIT_SEED = 1797
 """Constant seed of the three-way split (not the run's seed: the split must not move)."""

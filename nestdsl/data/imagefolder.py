@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from nestdsl.data.base import DataSplit, Shape, check_channels, fail, stratified_parts
+from nestdsl.data.base import DataSplit, Shape, check_channels, stratified_parts
 from nestdsl.data.transforms import (
     center_crop,
     normalize,
@@ -27,6 +27,7 @@ from nestdsl.data.transforms import (
     random_resized_crop,
     resize_shorter,
 )
+from nestdsl.diagnostics import fail
 
 EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"})
 MEAN_RGB = (0.485, 0.456, 0.406)

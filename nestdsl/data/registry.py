@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from nestdsl.data.base import DataSplit, Shape, fail
+from nestdsl.data.base import DataSplit, Shape
 from nestdsl.data.cifar import build_cifar10, build_cifar100
 from nestdsl.data.digits import build_digits
 from nestdsl.data.imagefolder import build_imagefolder
 from nestdsl.data.synthetic import build_synthetic
-from nestdsl.diagnostics import did_you_mean
+from nestdsl.diagnostics import did_you_mean, fail
 
 Builder = Callable[..., DataSplit]
 """``builder(arg, shape, *, augment, seed) -> DataSplit``; ``arg`` is None when absent."""

@@ -22,9 +22,10 @@ import math
 import torch
 from torch.utils.data import Dataset
 
-from nestdsl.data.base import DataSplit, Shape, fail
+from nestdsl.data.base import DataSplit, Shape
 from nestdsl.data.memory import TensorImageDataset
 from nestdsl.data.transforms import resize
+from nestdsl.diagnostics import fail
 
 DEFAULT_SIZE = 2048
 DEFAULT_CLASSES = 10

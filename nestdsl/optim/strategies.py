@@ -1,8 +1,9 @@
 """Strategy names, the options object and its validation, shared by every entry point.
 
-`combine`, `fill_grad` and the trainer's configuration check (`nestdsl.train.checks`) all call
-`resolve_options`, so they reject exactly the same inputs with exactly the same messages. A
-rejection is an `OptionError`: a `ValueError` for Python callers that also says which option
+`combine`, `fill_grad` and the trainer's configuration check
+(`nestdsl.train.config_checks`) all call `resolve_options`, so they reject exactly the same
+inputs with exactly the same messages. A rejection is an `OptionError`: a `ValueError` for
+Python callers that also says which option
 was wrong (`field`), so the trainer can give it its error code without re-checking anything.
 """
 

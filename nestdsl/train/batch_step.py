@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nestdsl.diagnostics import fail
 from nestdsl.evaluate import stage_outputs
 from nestdsl.optim import Reduce, fill_grad
-from nestdsl.train.checks import fail
 from nestdsl.train.config import TrainConfig
 from nestdsl.train.devices import Runtime
 

@@ -3,7 +3,7 @@
 The config is written verbatim to ``RUN_DIR/config.json`` and compared on ``--resume``, so it
 holds only JSON-friendly values and rejects unknown keys (a typo in a config file must fail,
 not silently fall back to a default). Checks that need the network (number of stages) or the
-machine (is there a GPU?) live in :mod:`nestdsl.train.checks`, which raises ``NestError``.
+machine (is there a GPU?) live in :mod:`nestdsl.train.config_checks`, which raises ``NestError``.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from nestdsl.diagnostics import fail
 from nestdsl.evaluate import autocast
-from nestdsl.train.checks import fail
 from nestdsl.train.config import TrainConfig
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from nestdsl.train.checks import fail
+from nestdsl.diagnostics import fail
 
 
 @dataclass(frozen=True)

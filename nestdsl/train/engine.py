@@ -35,16 +35,18 @@ from nestdsl.ast import Spec
 from nestdsl.contracts import AnytimeNetwork
 from nestdsl.data import DataSplit, build_datasets
 from nestdsl.data.base import SplitRecord
+from nestdsl.diagnostics import fail
 from nestdsl.evaluate import StageMetrics, evaluate
 from nestdsl.oracle import OracleCost, oracle_cost
 from nestdsl.oracle import oracle as oracle_of
 from nestdsl.train import distributed
 from nestdsl.train.batch_step import LossWatch, StepPlan, distinct, mode_of, train_step
-from nestdsl.train.checks import SUM_OF_LOSSES, check_classes, check_config, fail
 from nestdsl.train.config import TrainConfig
+from nestdsl.train.config_checks import SUM_OF_LOSSES, check_classes, check_config
 from nestdsl.train.devices import Runtime, deterministic, resolve_runtime
 from nestdsl.train.distributed import DistContext
 from nestdsl.train.loaders import EpochLoaders, seed_epoch
+from nestdsl.train.lr_schedules import build_optimizer, learning_rate, set_learning_rate
 from nestdsl.train.progress import RunPlan, TrainProgress, epoch_line, strategy_text
 from nestdsl.train.records import EpochRecord
 from nestdsl.train.runs import (
@@ -55,7 +57,6 @@ from nestdsl.train.runs import (
     restore_training,
 )
 from nestdsl.train.scalars import ScalarLog, check_log, open_scalars
-from nestdsl.train.schedules import build_optimizer, learning_rate, set_learning_rate
 
 SpecOrNet = Spec | str | Path | nn.Module
 

@@ -19,10 +19,10 @@ from torch import nn
 
 from nestdsl.ast import Spec
 from nestdsl.data import build_datasets
-from nestdsl.diagnostics import NestError
+from nestdsl.diagnostics import NestError, fail
 from nestdsl.train import distributed
-from nestdsl.train.checks import check_classes, check_config, fail
 from nestdsl.train.config import TrainConfig
+from nestdsl.train.config_checks import check_classes, check_config
 from nestdsl.train.devices import resolve_device, thread_budget
 from nestdsl.train.engine import (
     SpecOrNet,

@@ -33,10 +33,10 @@ import numpy as np
 import torch
 
 from nestdsl.data.base import SplitRecord
+from nestdsl.diagnostics import fail
 from nestdsl.evaluate import StageMetrics
 from nestdsl.files import unwritable
 from nestdsl.oracle import OracleCost
-from nestdsl.train.checks import fail
 from nestdsl.train.config import RUNTIME_FIELDS, TrainConfig
 
 CHECKPOINT = "checkpoint.pt"

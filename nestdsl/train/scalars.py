@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from nestdsl.train.checks import fail
+from nestdsl.diagnostics import fail
 from nestdsl.train.records import PER_STAGE_SERIES, EpochRecord
 
 

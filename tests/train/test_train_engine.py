@@ -13,7 +13,7 @@ from nestdsl.train import TrainConfig, plan_phases, train
 from nestdsl.train.batch_step import StepPlan, train_step
 from nestdsl.train.config import make_config
 from nestdsl.train.devices import Runtime
-from nestdsl.train.schedules import OPTIMIZERS, build_optimizer, learning_rate
+from nestdsl.train.lr_schedules import OPTIMIZERS, build_optimizer, learning_rate
 
 FAST = {"data": "synthetic:128", "batch_size": 32, "lr": 0.05, "device": "cpu", "epochs": 2}
 

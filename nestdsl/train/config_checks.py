@@ -4,21 +4,15 @@ Pydantic validates each field on its own; what depends on the compiled network (
 stages it has) or on the optimizer package (which strategies exist) is checked here, before
 any data is loaded, so a typo costs a second, not an epoch.
 
-Error codes of the training layer (``T0xx``, documented in ``docs/training.md``):
-T001 invalid option value, T002 unknown strategy, T003 bad priority, T004 bad importances,
-T005 bad standalone stage, T006 device not available, T007 AMP mode not available,
-T008 missing or unreadable checkpoint, T009 resume with a different spec or config,
-T010 run directory already holds a run, T011 data and network disagree, T012 optional
-package missing, T014 distributed setup, T017 --oracle with --standalone or without a spec,
-T018 a loss became NaN or infinite.
+The training layer's error codes (``T0xx``) are listed once, in ``docs/errors.md``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
-from nestdsl.diagnostics import Diagnostic, NestError
+from nestdsl.diagnostics import fail
 from nestdsl.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -28,11 +22,6 @@ SUM_OF_LOSSES = "sgd-sum"
 """Eq. 1 on the *sum* of the stage losses, not their mean: a control for OSGD, which sums its
 orthogonalized gradients (docs/training.md). The optimizer package lists it with its
 strategies; the training loop runs it as ``sgd`` with every loss multiplied by n."""
-
-
-def fail(code: str, message: str, help: str | None = None) -> NoReturn:
-    """Raise a training error the CLI renders as a diagnostic (no span: it is not the spec)."""
-    raise NestError([Diagnostic(code=code, message=message, help=help)])
 
 
 OPTION_CODES: dict[str, str] = {"strategy": "T002", "priority": "T003", "importances": "T004"}
