@@ -41,6 +41,10 @@ ACTIVATION_NAMES: tuple[Activation, ...] = (
     "hardsigmoid",
 )
 
+MAX_UNIT_DEPTH = 32
+"""Units inside units inside units...: deeper chains are refused (E502) long before they would
+overflow Python's stack."""
+
 SOURCE_RULES: dict[str, SourceRule] = {"sparse": sparse_sources, "dense": dense_sources}
 
 
@@ -283,6 +287,14 @@ def _lower_call(instance: Instance, call: Call) -> None:
             f"unit `{call.name}` uses itself ({chain})",
             call.span,
             "a unit's body cannot contain the unit, directly or through other units",
+        )
+    if len(instance.trail) >= MAX_UNIT_DEPTH:
+        diagnostics.fail(
+            "E502",
+            f"units are nested more than {MAX_UNIT_DEPTH} deep: "
+            f"{instance.trail[0]} -> ... -> {instance.trail[-1]} -> {call.name}",
+            call.span,
+            "call the inner units from fewer levels (lowering recurses once per level)",
         )
     instance.commit()
     inner = units[call.name]
