@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-PRIMITIVES = ("conv", "bn", "layernorm", "maxpool", "avgpool", "dropout", "relu", "relu6")
-PRIMITIVES += ("silu", "gelu", "hardswish", "sigmoid", "hardsigmoid", "identity")
+PRIMITIVES: tuple[str, ...] = ("conv", "bn", "layernorm", "maxpool", "avgpool", "dropout")
+PRIMITIVES += ("relu", "relu6", "silu", "gelu", "hardswish", "sigmoid", "hardsigmoid", "identity")
 BLOCK_KINDS = ("plain", "basic", "bottleneck", "sparse_resnet", "sparsenet")
 ARGUMENTS = ("channels", "kernel", "stride", "count", "out", "growth", "expand", "p", "padding")
 ARGUMENTS += ("connect", "agg", "width", "shortcut", "post", "depthwise", "groups", "in")
@@ -79,10 +79,9 @@ def block_line(draw: st.DrawFn, index: int, kinds: list[str], names: list[str]) 
     return " ".join([f"block b{index}", kind, *items])
 
 
-schedules = st.sampled_from(
-    ("", "width * 2", "depth * 2", "(width + depth) * 2", "(width, depth) * 2", "cascade * 3")
-    + ("even_width * 3", "width", "depth * 99", "width * 0", "(width, width, depth)")
-).map(lambda steps: f"schedule {steps}" if steps else "")
+SCHEDULES = ("", "width * 2", "depth * 2", "(width + depth) * 2", "(width, depth) * 2")
+SCHEDULES += ("cascade * 3", "even_width * 3", "width", "depth * 99", "(width, width, depth)")
+schedules = st.sampled_from(SCHEDULES).map(lambda steps: f"schedule {steps}" if steps else "")
 
 
 junk_lines = st.lists(

@@ -26,12 +26,12 @@ _OPERATOR = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|//|[-+*/(]')
 def check_bounds(text: str, path: str) -> None:
     """Raise a :class:`~nestdsl.diagnostics.NestError` if ``text`` crosses a bound."""
     if len(text) > MAX_SOURCE_CHARS:
-        line = text.count("\n", 0, MAX_SOURCE_CHARS) + 1
+        crossed = text.count("\n", 0, MAX_SOURCE_CHARS) + 1
         diagnostics.fail(
             "E007",
             f"the spec is {len(text):,} characters long, more than the "
             f"{MAX_SOURCE_CHARS:,} a spec may have",
-            line_span(path, line, 1),
+            line_span(path, crossed, 1),
             "a spec is a short text file; check that this is the file you meant",
         )
     for number, line in enumerate(text.splitlines(), start=1):
@@ -44,4 +44,3 @@ def check_bounds(text: str, path: str) -> None:
                 line_span(path, number, where),
                 "split the expression: give parts of it names with `param`",
             )
-
