@@ -2,7 +2,8 @@
 
 The format follows the output suffix (svg, png, pdf via Graphviz; dot/gv writes the source,
 which needs no Graphviz install). Repeated units are folded into "× n" nodes unless
-``--expand`` asks for every layer.
+``--expand`` asks for every layer; ``--stripes`` draws units and their kept edges,
+``--stage K`` highlights one subnetwork.
 """
 
 from __future__ import annotations
@@ -44,6 +45,30 @@ def draw_command(
             help="Draw every layer instead of folding repeated units into '× n' nodes.",
         ),
     ] = False,
+    stripes: Annotated[
+        bool | None,
+        typer.Option(
+            "--stripes/--no-stripes",
+            help="Draw every unit (layer, stripe) as a cell with the kept unit-to-unit edges "
+            "(the paper's Figure 5). Default: on for small width-nested specs.",
+            show_default=False,
+        ),
+    ] = None,
+    show_pruned: Annotated[
+        bool,
+        typer.Option(
+            "--show-pruned", help="With --stripes: also draw the pruned back-edges, greyed."
+        ),
+    ] = False,
+    stage: Annotated[
+        int | None,
+        typer.Option(
+            "--stage",
+            metavar="K",
+            help="Highlight the subnetwork of stage K and fade the rest.",
+            show_default=False,
+        ),
+    ] = None,
     title: Annotated[
         str | None,
         typer.Option(
@@ -62,7 +87,15 @@ def draw_command(
 
         check_output(output)
         ir = build_ir(load(spec))
-        render(to_dot(ir, collapse=not expand, title=title), output)
+        dot = to_dot(
+            ir,
+            collapse=not expand,
+            title=title,
+            stripes=stripes,
+            show_pruned=show_pruned,
+            stage=stage,
+        )
+        render(dot, output)
     typer.echo(f"wrote {output}", err=True)
 
 

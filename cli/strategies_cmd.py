@@ -6,11 +6,14 @@ import typer
 
 
 def strategies_command() -> None:
-    """List the training strategies: the paper's five, and torchjd's comparators (mtl:*)."""
-    from nestdsl.optim import BASE_STRATEGIES, MTL_STRATEGIES, torchjd_available
+    """List the training strategies: the paper's five, the sgd-sum control, torchjd's (mtl:*)."""
+    from nestdsl.optim import BASE_STRATEGIES, CONTROLS, MTL_STRATEGIES, torchjd_available
 
     typer.echo("the paper's strategies (always available):")
     for name in BASE_STRATEGIES:
+        typer.echo(f"  {name}")
+    typer.echo("controls (always available):")
+    for name in CONTROLS:
         typer.echo(f"  {name}")
     state = "installed" if torchjd_available() else "not installed: pip install 'nestdsl[mtl]'"
     typer.echo(f"torchjd comparators ({state}):")

@@ -57,9 +57,11 @@ def stage_labels(net: nn.Module, n: int) -> list[str]:
     return [f"stage{k}" for k in range(1, n + 1)]
 
 
-def _autocast(
+def autocast(
     device: torch.device, dtype: torch.dtype | None
 ) -> contextlib.AbstractContextManager[object]:
+    """Mixed-precision region on `device` (a no-op when `dtype` is None): training and
+    evaluation use this one helper so that they run the same precision."""
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -96,7 +98,7 @@ def evaluate(
             if channels_last and images.dim() == 4:
                 images = images.contiguous(memory_format=torch.channels_last)
             labels = labels.to(device, non_blocking=True)
-            with _autocast(device, amp_dtype):
+            with autocast(device, amp_dtype):
                 outputs = stage_outputs(net(images))
             if not loss_sum:
                 loss_sum, top1, top5 = ([_zero(device) for _ in outputs] for _ in range(3))

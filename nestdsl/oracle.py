@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from nestdsl.ast import SPARSE_KINDS, Block, Schedule, Spec
+from nestdsl.ast import SPARSE_KINDS, Block, Schedule, Spec, Stem
 from nestdsl.cost import stage_costs
 from nestdsl.diagnostics import fail
 from nestdsl.ir import build_ir
@@ -79,16 +79,14 @@ def transform(spec: Spec, stage: int) -> Spec:
             f"--oracle {stage}: `{spec.name}` has only {plan.num_stages} stages",
             help=f"choose a stage in 1..{plan.num_stages}",
         )
-    _require_builtin_blocks(spec)
+    stem = _builtin_stem(spec)
     label = plan.labels[stage - 1]
     blocks = _cut_trunk(spec, plan, stage) if plan.cascade else _keep_levels(spec, plan, stage)
     return spec.model_copy(
         update={
             "name": f"{spec.name}_oracle_{label}",
             "params": {},
-            "stem": spec.stem.model_copy(
-                update={"channels": _width(spec.stem.channels, plan, stage)}
-            ),
+            "stem": stem.model_copy(update={"channels": _width(stem.channels, plan, stage)}),
             "blocks": tuple(
                 block.model_copy(update={"channels": _width(block.channels, plan, stage)})
                 for block in blocks
@@ -98,9 +96,12 @@ def transform(spec: Spec, stage: int) -> Spec:
     )
 
 
-def _require_builtin_blocks(spec: Spec) -> None:
-    """The transformation rescales `channels` and `count` of the built-in kinds; a user unit's
-    widths are expressions of its own arguments, which it cannot rescale faithfully."""
+def _builtin_stem(spec: Spec) -> Stem:
+    """The stem of a spec of built-in kinds only (else T017).
+
+    The transformation rescales `channels` and `count` of the built-in kinds; a user unit's
+    widths are expressions of its own arguments, which it cannot rescale faithfully.
+    """
     custom = next((block for block in spec.blocks if not block.builtin), None)
     if spec.stem is None or custom is not None:
         where = f"block `{custom.name}` uses unit `{custom.kind}`" if custom else "it has no stem"
@@ -111,6 +112,7 @@ def _require_builtin_blocks(spec: Spec) -> None:
             help="write the Oracle of this stage as its own plain spec (the stage's widths and "
             "depths, no schedule) and train it with `nestdsl train`",
         )
+    return spec.stem
 
 
 def _width(channels: int, plan: StagePlan, stage: int) -> int:
@@ -150,7 +152,7 @@ def _cut_trunk(spec: Spec, plan: StagePlan, stage: int) -> tuple[Block, ...]:
 def format_spec(spec: Spec, comment: str | None = None) -> str:
     """``.nest`` source for ``spec`` with every value literal (parameters already applied)."""
     shape = spec.input
-    stem = spec.stem
+    stem = _builtin_stem(spec)
     lines = [f"nest {spec.version}"]
     lines += [f"# {line}" for line in (comment or "").splitlines()]
     lines += [f"network {spec.name}", ""]

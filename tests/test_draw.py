@@ -10,6 +10,7 @@ from pathlib import Path
 import graphviz
 import pytest
 
+from nestdsl.cost import stage_costs
 from nestdsl.diagnostics import NestError
 from nestdsl.draw import render, to_dot
 from nestdsl.ir import NestIR, build_ir
@@ -69,9 +70,10 @@ def node_ids(dot: str) -> set[str]:
 def test_collapse_folds_identical_units_only() -> None:
     ir = make_ir("width")
     folded, expanded = node_ids(to_dot(ir)), node_ids(to_dot(ir, collapse=False))
-    assert "s1.1-3" in folded and "× 3" in to_dot(ir)  # identity units 1..3 of s1
-    assert {"s2.1.proj", "s2.1.add"} <= folded  # the projection unit differs: kept
-    assert not any(i.startswith("s1.2") for i in folded)
+    assert "s1.1-3" in folded and "s1.1 … s1.3 × 3" in to_dot(ir)  # identity units of s1
+    # s2 is a chain: one box for the block, noting how its projection unit differs
+    assert "s2.1-2" in folded and "first unit: /2 +1 layer" in to_dot(ir)
+    assert not any(i.startswith(("s1.2", "s2.1.")) for i in folded)
     assert {"s1.2.conv1", "s1.3.add"} <= expanded and not any("-" in i for i in expanded)
 
 
@@ -84,7 +86,7 @@ def test_no_collapse_across_stages_or_sparse_layers() -> None:
 def test_every_layer_and_head_drawn() -> None:
     ir = make_ir("depth")
     ids = node_ids(to_dot(ir))
-    assert set(ir.layers) | {"legend"} == ids
+    assert set(ir.layers) == ids
     dot = to_dot(ir)
     for k, label in enumerate(ir.stage_labels, start=1):
         assert f"stage {k} ({label})" in dot
@@ -93,7 +95,7 @@ def test_every_layer_and_head_drawn() -> None:
 def test_stage_colours_distinct() -> None:
     for name in SPECS:
         dot = to_dot(make_ir(name))
-        legend = re.findall(r'<td bgcolor="(#[0-9a-f]{6})" width="14">', dot)
+        legend = re.findall(r'<td bgcolor="(#[0-9a-f]{6})"><font', dot.splitlines()[1])
         assert len(legend) == make_ir(name).num_stages == len(set(legend)), name
 
 
@@ -137,4 +139,78 @@ def test_render_svg(tmp_path: Path, name: str) -> None:
     root = ET.fromstring(path.read_bytes())
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
     text = "".join(root.itertext())
-    assert "stage 1" in text and "legend" in text
+    assert "stage 1" in text and "FLOPs (MACs)" in text
+
+
+def test_golden_stripe_view(golden) -> None:
+    """Figure 5: units as cells, kept unit edges, pruned back-edges greyed on request."""
+    golden("dot/width_stripes.dot", to_dot(make_ir("even_width"), stripes=True, show_pruned=True))
+
+
+def test_golden_stage_highlight(golden) -> None:
+    golden("dot/alternating_stage2.dot", to_dot(make_ir("alternating"), stage=2))
+
+
+def unit_edges_drawn(dot: str) -> list[tuple[str, int, str, int, str]]:
+    pattern = r'"([^"]+)":"u(\d+)":e -> "([^"]+)":"u(\d+)":w \[color="(#[0-9a-f]{6})"'
+    return [(a, int(i), b, int(j), c) for a, i, b, j, c in re.findall(pattern, dot)]
+
+
+def test_stripe_view_keeps_lower_triangle() -> None:
+    ir = make_ir("width")
+    drawn = unit_edges_drawn(to_dot(ir, stripes=True, show_pruned=True))
+    kept = [(a, i, b, j) for a, i, b, j, colour in drawn if colour != "#c8c8c8"]
+    pruned = [(a, i, b, j) for a, i, b, j, colour in drawn if colour == "#c8c8c8"]
+    assert len(kept) == ir.graph.number_of_edges()
+    assert pruned and all(ir.stage((a, i)) > ir.stage((b, j)) for a, i, b, j in pruned)
+    assert all(ir.stage((a, i)) <= ir.stage((b, j)) for a, i, b, j in kept)
+    assert not any(colour == "#c8c8c8" for *_, colour in unit_edges_drawn(to_dot(ir, stripes=True)))
+
+
+def test_stripes_automatic_for_small_width_specs_only() -> None:
+    assert unit_edges_drawn(to_dot(make_ir("even_width")))  # small and width-nested
+    assert not unit_edges_drawn(to_dot(make_ir("depth")))  # one stripe per layer
+    assert not unit_edges_drawn(to_dot(make_ir("width"), stripes=False))
+
+
+def test_stage_highlight_fades_later_stages() -> None:
+    ir = make_ir("width")
+    dot = to_dot(ir, stage=1, stripes=False)
+    assert "D1 (w1) highlighted" in dot and "<b>stage 1 (w1)</b>" in dot
+    head3 = next(line for line in dot.splitlines() if line.strip().startswith('"head3"'))
+    assert 'bgcolor="#eeeeee"' in head3  # faded
+    assert 'bgcolor="#eeeeee"' not in to_dot(ir, stripes=False)
+
+
+def test_stage_out_of_range() -> None:
+    with pytest.raises(NestError) as error:
+        to_dot(make_ir("width"), stage=4)
+    assert [d.code for d in error.value.diagnostics] == ["E906"]
+
+
+def test_legend_lists_stage_costs() -> None:
+    ir = make_ir("depth")
+    costs = stage_costs(ir)
+    legend = to_dot(ir).splitlines()[1]
+    assert "<b>stage" not in legend  # bold marks a highlighted stage only
+    for cost in costs:
+        assert f"stage {cost.stage} ({cost.label})" in legend
+    assert costs[-1].flops > costs[0].flops and "FLOPs (MACs)" in legend
+
+
+def test_user_unit_one_node_opened_by_expand() -> None:
+    spec = """nest 2
+network units
+input shape=(3, 8, 8)
+unit pair out
+  conv channels=out kernel=3
+  conv channels=out kernel=1
+end
+stem conv channels=8
+block s1 pair count=2 out=8 connect=sparse
+head classes=10
+"""
+    ir = build_ir(loads(spec, "units.nest"))
+    folded, expanded = node_ids(to_dot(ir)), node_ids(to_dot(ir, collapse=False))
+    assert {"s1.1", "s1.2"} <= folded and not any(i.count(".") > 1 for i in folded)
+    assert len([i for i in expanded if i.startswith("s1.")]) == 4

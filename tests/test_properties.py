@@ -130,6 +130,8 @@ LINES = [
     "avgpool kernel=3 stride=1 padding=1",
     "maxpool kernel=3 stride=1 padding=1",
     "dropout p=0.1",
+    "bn\n  se squeeze={h}",  # a layer first: `se` gates one layer, not an aggregate (E410)
+    "relu\n  se reduction=2 act=silu gate=hardsigmoid",
 ]
 
 
@@ -151,7 +153,7 @@ def unit_specs(draw: st.DrawFn) -> str:
     )
     agg = draw(st.sampled_from(["sum", "concat"]))
     count = 2 * draw(st.integers(1, 2)) if depth else draw(st.integers(1, 3))
-    lines = "\n".join("  " + line.format(c=c) for line in body)
+    lines = "\n".join("  " + line.format(c=c, h=c // 2) for line in body)
     schedule = f"schedule ({', '.join(steps)},)" if steps else ""
     return f"""nest 2
 unit u out shortcut={shortcut}
@@ -225,4 +227,46 @@ schedule depth
 """
     spec = nestdsl.loads(text, "layernorm_depth.nest")
     assert any(layer.op == "layernorm" for layer in nestdsl.build_ir(spec).layers.values())
+    check_invariants(spec)
+
+
+def test_se_flatten_and_linear_nest_by_width() -> None:
+    """SE inside a unit and an MLP of `flatten` and `linear` under width nesting: the SE's
+    fully connected layers are lower-triangular (its squeeze width split into stripes too),
+    its gate multiplies stripe j by stripe j, and flatten keeps stripe j's channels."""
+    text = """nest 2
+unit mb out expand=2 stride=1 shortcut=auto
+  conv channels=in * expand kernel=1
+  bn
+  hardswish
+  conv depthwise=true stride=stride
+  bn
+  se squeeze=max(4, in // 2) gate=hardsigmoid
+  conv channels=out kernel=1
+  bn
+end
+unit mlp hidden
+  avgpool size=2
+  flatten
+  linear features=hidden
+  bn
+  relu
+end
+input shape=(1, 8, 8)
+stem conv channels=8
+block b1 mb count=2 out=8
+block b2 mb count=1 out=16 stride=2
+block f mlp count=1 hidden=32
+head classes=3
+schedule width * 2
+"""
+    spec = nestdsl.loads(text, "se_mlp.nest")
+    ir = nestdsl.build_ir(spec)
+    assert ir.layers["b1.1.se1.squeeze"].stripes == (1, 1, 2)
+    assert ir.kept_inputs(("b1.1.se1.squeeze", 1)) == [("b1.1.se1.pool", 0), ("b1.1.se1.pool", 1)]
+    assert ir.kept_inputs(("b1.1.se1.excite", 0)) == [("b1.1.se1.squeeze", 0)]
+    assert ir.kept_inputs(("b1.1.se1.gate", 2)) == [("b1.1.conv2", 2), ("b1.1.se1.excite", 2)]
+    flatten = ir.layers["f.1.flatten1"]
+    assert flatten.stripes == (16, 16, 32) and flatten.size == (1, 1)
+    assert ir.kept_inputs((flatten.id, 1)) == [("f.1.avgpool1", 1)]
     check_invariants(spec)

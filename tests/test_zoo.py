@@ -22,6 +22,8 @@ TORCHVISION = {
     "densenet121": (7_978_856, 2_834_161_664),
     "wide_resnet50_2": (68_883_240, 11_398_021_120),
     "resnet34": (21_797_672, 3_663_761_408),
+    "mobilenet_v3_small": (2_542_856, 56_510_400),
+    "efficientnet_b0": (5_288_548, 385_814_752),
 }
 
 
@@ -78,15 +80,14 @@ end
 
 
 def test_block_view_draws_a_user_unit_as_one_node() -> None:
-    """Each unit instance is one node (a run of identical chained units, one "× n" node);
-    single-layer units stay one layer."""
+    """Each unit instance is one node (a run of identical chained units, or a block that is
+    one chain of a unit kind, one "× n" node); single-layer units stay one layer."""
     ir = nestdsl.build_ir(nestdsl.load(SPECS / "digits_mobilenet_width.nest"))
     drawn = [(box.id, box.repeat, len(box.members)) for box in boxes(ir, collapse=True)]
-    assert drawn[1:6] == [
+    assert drawn[1:5] == [
         ("stem.1", 1, 1),
         ("b1.1-2", 2, 8),
-        ("b2.1", 1, 3),
-        ("b2.2", 1, 4),
+        ("b2.1-2", 2, 7),
         ("last.1", 1, 1),
     ]
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nestdsl.compiler.ops import OPS, LayerOp
+from nestdsl.compiler.ops import OPS, LayerOp, combine
 from nestdsl.ir.model import Layer, NestIR, UnitId
 
 
@@ -38,6 +38,8 @@ class _Step:
     layer: str
     stripes: tuple[int, ...]
     groups: tuple[tuple[UnitId, ...], ...]
+    agg: str
+    """How the units of one group combine (sum, or product for an SE gate)."""
 
 
 class NestedNet(nn.Module):
@@ -113,7 +115,7 @@ class NestedNet(nn.Module):
                 op = self.op(step.layer)
                 is_head = op.layer.op == "head"
                 source = _PooledView(cache, pooled, op.layer.output_size) if is_head else cache
-                gathered = _gather(step.groups, source)
+                gathered = _gather(step, source)
                 for j, tensor in zip(
                     step.stripes, op.forward_units(gathered, step.stripes), strict=True
                 ):
@@ -215,7 +217,7 @@ def _plan_stage(ir: NestIR, stage: int) -> list[_Step]:
         for j, unit_stage in enumerate(layer.stripe_stages):
             if unit_stage == stage:
                 groups.setdefault(_gather_groups(ir, layer, (layer.id, j)), []).append(j)
-        steps.extend(_Step(layer.id, tuple(js), key) for key, js in groups.items())
+        steps.extend(_Step(layer.id, tuple(js), key, layer.agg) for key, js in groups.items())
     return steps
 
 
@@ -229,13 +231,8 @@ def _gather_groups(ir: NestIR, layer: Layer, unit: UnitId) -> tuple[tuple[UnitId
     return tuple(tuple(by_stripe[i]) for i in sorted(by_stripe))
 
 
-def _gather(groups: tuple[tuple[UnitId, ...], ...], cache: dict[UnitId, Tensor]) -> Tensor:
-    chunks = []
-    for group in groups:
-        total = cache[group[0]]
-        for unit in group[1:]:
-            total = total + cache[unit]
-        chunks.append(total)
+def _gather(step: _Step, cache: dict[UnitId, Tensor]) -> Tensor:
+    chunks = [combine(step.agg, [cache[unit] for unit in group]) for group in step.groups]
     return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
 
 

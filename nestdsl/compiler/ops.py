@@ -25,16 +25,22 @@ BN_MOMENTUM = 0.1
 BN_EPS = 1e-5
 
 
-def aggregate(layer: Layer, inputs: Sequence[Tensor]) -> Tensor:
-    """Combine a layer's inputs as the IR says: channel-wise sum or concatenation."""
+def combine(agg: str, inputs: Sequence[Tensor]) -> Tensor:
+    """Combine tensors as ``agg`` says: concatenation, or an element-wise sum or product
+    (a product broadcasts an SE gate's [B, C, 1, 1] over the features' [B, C, H, W])."""
     if len(inputs) == 1:
         return inputs[0]
-    if layer.agg == "concat":
+    if agg == "concat":
         return torch.cat(list(inputs), dim=1)
     total = inputs[0]
     for tensor in inputs[1:]:
-        total = total + tensor
+        total = total * tensor if agg == "product" else total + tensor
     return total
+
+
+def aggregate(layer: Layer, inputs: Sequence[Tensor]) -> Tensor:
+    """Combine a layer's inputs as the IR says."""
+    return combine(layer.agg, inputs)
 
 
 class _Assembly:
@@ -289,6 +295,18 @@ class ActOp(_Elementwise):
     """A standalone activation."""
 
 
+class MulOp(_Elementwise):
+    """The SE gate's multiply (its inputs combined by product); stripe j scales stripe j."""
+
+
+class FlattenOp(_Elementwise):
+    """[B, C, H, W] -> [B, C*H*W, 1, 1], channel-major, so stripe j's channels stay one
+    contiguous block; a 1×1 map keeps the later `linear` (a 1×1 conv) and heads uniform."""
+
+    def _transform(self, x: Tensor) -> Tensor:
+        return x.flatten(1)[:, :, None, None]  # [B, C*H*W, 1, 1]
+
+
 class MaxPoolOp(_Elementwise):
     """Max pooling per channel (fixed kernel, or adaptive to ``output_size``)."""
 
@@ -368,6 +386,8 @@ OPS: dict[str, type[LayerOp]] = {
     "layernorm": LayerNormOp,
     "act": ActOp,
     "add": AddOp,
+    "mul": MulOp,
+    "flatten": FlattenOp,
     "maxpool": MaxPoolOp,
     "avgpool": AvgPoolOp,
     "dropout": DropoutOp,

@@ -1,19 +1,35 @@
-"""What is drawn: layers (or collapsed runs of repeated units) and the edges between them.
+"""What is drawn: boxes (layers, units, runs, whole blocks, folds) and the edges between them.
 
-A diagram node is a :class:`Box`: one layer, or a run of identical repeated units of a block
-drawn once with "× n". Runs are found here so that the DOT writer only formats boxes.
-A unit defined in the spec is one node in the collapsed (block) view. Collapsing never hides
-nesting: the units of a run must agree on every layer's op, shape and
-unit stages, and only residual units and plain layers collapse (sparse layers differ in their
-skip connections, and depth-interlaced layers are the point of the picture).
+A diagram node is a :class:`Box`. The block view (``collapse``) folds repeated structure so
+that any network stays readable: a unit of several layers is one box (a unit defined in the
+spec too), a run of identical chained units one "× n" box, a block that is one chain of a
+unit kind one box, and a long sparse/dense block shows one period of its depth interlacing
+before a folded box that lists the stages it holds. Runs only join units that agree on every
+layer's op, shape and unit stages, so folding never hides where a stage begins; a folded
+stretch shows its stages as cells. The expanded view draws one box per layer; the stripe
+view adds the unit-to-unit edges (:func:`unit_edges`), kept or pruned. Boxes are found from
+the layers' structure fields (block, position, part, unit), never from their ids.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from nestdsl.ast import BLOCK_KINDS
-from nestdsl.ir.model import Layer, NestIR
+from nestdsl.ir.model import Layer, NestIR, UnitId
+
+FOLD_KEEP = 4
+"""Units of a long block always shown before the fold."""
+FOLD_MIN = 2
+"""Fewer units than this are drawn rather than folded."""
+
+STEM_PARTS: dict[str, tuple[str, int]] = {"stem": ("stem", 0), "pool": ("stem", 0)}
+"""Layers outside units that the block view draws as one box (the stem and its pooling)."""
+
+STRIPES_MAX_LAYERS = 16
+STRIPES_MAX_EDGES = 150
+"""Up to these sizes a width-nested network is drawn by unit (stripe view) by default."""
 
 Unit = tuple[Layer, ...]
 """The layers of one repeated unit of a block: a residual unit, or one plain/sparse layer."""
@@ -25,12 +41,18 @@ class Box:
 
     id: str
     layers: Unit
-    """The layers described (a collapsed run describes its first unit)."""
+    """The layers described (a run or fold its first unit, a whole block its last)."""
     members: tuple[str, ...]
     """All layer ids drawn by this box (every unit of a run)."""
     repeat: int = 1
+    """How many units the box stands for (1 for a layer or a single unit)."""
     last: str = ""
-    """The run's last unit (`s1.4` for the run s1.2 … s1.4); empty when not collapsed."""
+    """The last unit drawn by a run, block or fold (`s1.4` for s1.2 … s1.4); else empty."""
+    lead: Unit = ()
+    """A whole chain block: its first unit (which may differ by stride or projection)."""
+    folded: bool = False
+    """A folded stretch of a long block: its units differ (stages, skips), so the box shows
+    the stages it holds rather than one unit's stripes."""
 
     @property
     def output(self) -> Layer:
@@ -53,6 +75,15 @@ class Edge:
     source: str
     target: str
     skip: int
+
+
+@dataclass(frozen=True)
+class UnitEdge:
+    """A unit-to-unit connection of the base network: kept by the stage rule, or pruned."""
+
+    source: UnitId
+    target: UnitId
+    kept: bool
 
 
 def unit_key(layer: Layer) -> tuple[str, int, str] | None:
@@ -107,7 +138,7 @@ def _units(ir: NestIR) -> list[Unit]:
     previous: tuple[str, int] | None = None
     for layer in ir.layers.values():
         key = unit_key(layer)
-        here = None if key is None else key[:2]
+        here = key[:2] if key is not None else STEM_PARTS.get(layer.part)
         if here is not None and here == previous:
             units[-1].append(layer)
         else:
@@ -136,26 +167,96 @@ def _runs(units: list[Unit]) -> list[list[Unit]]:
     return runs
 
 
-def boxes(ir: NestIR, *, collapse: bool) -> list[Box]:
-    """The diagram's nodes in topological order, runs of repeated units folded if asked."""
-    result: list[Box] = []
-    for run in _runs(_units(ir)):
-        if collapse and len(run) > 1:
-            first, last = unit_key(run[0][0]), unit_key(run[-1][0])
-            assert first is not None and last is not None
-            members = tuple(layer.id for unit in run for layer in unit)
-            box_id = f"{first[0]}.{first[1]}-{last[1]}"
-            result.append(Box(box_id, run[0], members, len(run), f"{last[0]}.{last[1]}"))
+def _unit_boxes(run: list[Unit]) -> list[Box]:
+    """A run of several units as one "× n" box; a lone unit as one box; other layers alone."""
+    if len(run) > 1:
+        first, last = unit_key(run[0][0]), unit_key(run[-1][0])
+        assert first is not None and last is not None
+        members = tuple(layer.id for unit in run for layer in unit)
+        box_id = f"{first[0]}.{first[1]}-{last[1]}"
+        return [Box(box_id, run[0], members, len(run), f"{last[0]}.{last[1]}")]
+    unit = run[0]
+    key = unit_key(unit[0])
+    if len(unit) == 1:
+        return [Box(unit[0].id, unit, (unit[0].id,))]
+    box_id = unit[0].id if key is None else f"{key[0]}.{key[1]}"
+    return [Box(box_id, unit, tuple(layer.id for layer in unit))]
+
+
+def pattern_length(ir: NestIR) -> int:
+    """Units of a block shown before folding: one period of the depth interlacing (2^(L-1)
+    for L levels: Figure 3's pattern), at least FOLD_KEEP."""
+    levels = max(layer.level for layer in ir.layers.values())
+    return max(FOLD_KEEP, 2 ** (levels - 1))
+
+
+def _merge(ir: NestIR, boxes: list[Box], *, whole: bool) -> Box:
+    """Consecutive unit boxes of one block as one box. A whole chain block describes its
+    repeated (last) unit and notes its first; a fold lists the stages it holds."""
+    members = tuple(member for box in boxes for member in box.members)
+    block, first = boxes[0].block, boxes[0].layers[0].position
+    last = max(ir.layers[member].position for member in members)
+    return Box(
+        f"{block}.{first}-{last}",
+        boxes[-1].layers if whole else boxes[0].layers,
+        members,
+        last - first + 1,
+        f"{block}.{last}",
+        lead=boxes[0].layers if whole else (),
+        folded=not whole,
+    )
+
+
+def _chain_block(boxes: list[Box]) -> bool:
+    """The unit boxes of a block form one chain of units of one kind and one stage pattern
+    (ResNet, MobileNet blocks): the block reads as one box "× n"."""
+    outputs = [box.output for box in boxes]
+    return (
+        len(boxes) > 1
+        and len({(layer.unit, layer.stripe_stages) for layer in outputs}) == 1
+        and all(_follows(a.layers[-1:], b.layers) for a, b in itertools.pairwise(boxes))
+    )
+
+
+def _fold_blocks(ir: NestIR, drawn: list[Box]) -> list[Box]:
+    """Chain blocks become one box. Other blocks fold their units into one box, except that
+    the first block long enough shows its first pattern (`pattern_length`) before its fold:
+    later blocks repeat it. Blocks of at most one pattern are drawn; a fold hides at least
+    FOLD_MIN units."""
+    keep = pattern_length(ir)
+    blocks: dict[str, list[int]] = {}
+    for index, box in enumerate(drawn):
+        if box.block is not None and unit_key(box.layers[0]) is not None:
+            blocks.setdefault(box.block, []).append(index)
+    replaced: dict[int, Box] = {}
+    hidden: set[int] = set()
+    patterned = False
+    for indices in blocks.values():
+        members = [drawn[i] for i in indices]
+        if _chain_block(members):
+            replaced[indices[0]] = _merge(ir, members, whole=True)
+            hidden.update(indices[1:])
             continue
-        for unit in run:
-            if collapse and len(unit) > 1 and _user_unit(unit):
-                key = unit_key(unit[0])
-                assert key is not None
-                members = tuple(layer.id for layer in unit)
-                result.append(Box(f"{key[0]}.{key[1]}", unit, members))
-            else:
-                result.extend(Box(layer.id, (layer,), (layer.id,)) for layer in unit)
-    return result
+        if len(indices) <= keep:
+            continue
+        folded = indices if patterned else indices[keep:]
+        patterned = patterned or len(indices) >= keep
+        if len(folded) >= FOLD_MIN:
+            replaced[folded[0]] = _merge(ir, [drawn[i] for i in folded], whole=False)
+            hidden.update(folded[1:])
+    return [replaced.get(i, box) for i, box in enumerate(drawn) if i not in hidden]
+
+
+def boxes(ir: NestIR, *, collapse: bool) -> list[Box]:
+    """The diagram's nodes in topological order.
+
+    ``collapse`` gives the block view: a unit is one box, runs of identical units one
+    "× n" box, and long blocks show their interlacing pattern once, then one folded box.
+    """
+    if not collapse:
+        return [Box(layer.id, (layer,), (layer.id,)) for layer in ir.layers.values()]
+    drawn = [box for run in _runs(_units(ir)) for box in _unit_boxes(run)]
+    return _fold_blocks(ir, drawn)
 
 
 def edges(ir: NestIR, drawn: list[Box]) -> list[Edge]:
@@ -172,3 +273,38 @@ def edges(ir: NestIR, drawn: list[Box]) -> list[Edge]:
             if source in kept and pair[0] != pair[1]:
                 found[pair] = min(found.get(pair, rank), rank)
     return [Edge(source, target, skip) for (source, target), skip in found.items()]
+
+
+def _base_inputs(ir: NestIR, layer: Layer, stripe: int) -> list[UnitId]:
+    """Units of the base network feeding stripe ``stripe`` before pruning: the same stripe
+    of each input for channel-wise ops, every stripe otherwise."""
+    found: list[UnitId] = []
+    for source_id in layer.inputs:
+        source = ir.layers[source_id]
+        aligned = layer.channelwise and len(source.stripes) == len(layer.stripes)
+        found.extend([(source_id, stripe)] if aligned else list(source.units()))
+    return found
+
+
+def unit_edges(ir: NestIR, *, pruned: bool) -> list[UnitEdge]:
+    """Every kept unit edge in IR order, and with ``pruned`` the base network's unit edges
+    the stage rule removed (back-edges from later stripes or layers)."""
+    found: list[UnitEdge] = []
+    for layer in ir.layers.values():
+        for unit in layer.units():
+            kept = ir.kept_inputs(unit)
+            found.extend(UnitEdge(source, unit, True) for source in kept)
+            if pruned:
+                removed = [s for s in _base_inputs(ir, layer, unit[1]) if s not in set(kept)]
+                found.extend(UnitEdge(source, unit, False) for source in removed)
+    return found
+
+
+def wants_stripes(ir: NestIR) -> bool:
+    """Small width-nested networks read best by unit (Figure 5): some layer has several
+    stripes, every layer exists from stage 1 (with depth levels or exits the skip edges of
+    every unit tangle), and the kept unit edges and layers stay within the readable budget."""
+    widened = any(len(layer.stripes) > 1 for layer in ir.layers.values())
+    widened &= all(layer.stage == 1 for layer in ir.layers.values() if layer.op != "head")
+    small = len(ir.layers) <= STRIPES_MAX_LAYERS
+    return widened and small and len(unit_edges(ir, pruned=False)) <= STRIPES_MAX_EDGES

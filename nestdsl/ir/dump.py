@@ -58,6 +58,8 @@ _DESCRIBE: dict[str, Callable[[Layer], str]] = {
     "layernorm": lambda layer: "layernorm",
     "act": lambda layer: "act",
     "add": lambda layer: "add",
+    "mul": lambda layer: "mul",
+    "flatten": lambda layer: "flatten",
     "maxpool": _pool,
     "avgpool": _pool,
     "dropout": lambda layer: f"dropout {layer.dropout}",

@@ -22,15 +22,30 @@ import networkx as nx
 from nestdsl.diagnostics import Span
 
 Op = Literal[
-    "input", "conv", "bn", "layernorm", "act", "add", "maxpool", "avgpool", "dropout", "head"
+    "input",
+    "conv",
+    "bn",
+    "layernorm",
+    "act",
+    "add",
+    "mul",
+    "maxpool",
+    "avgpool",
+    "dropout",
+    "flatten",
+    "head",
 ]
-Agg = Literal["sum", "concat"]
+Agg = Literal["sum", "product", "concat"]
+"""How a layer's inputs are combined: summed, multiplied (an SE gate: the gate's 1×1 map
+broadcasts over the features) or concatenated. Sum and product align stripe j of each input."""
 Activation = Literal[
     "identity", "relu", "relu6", "silu", "gelu", "hardswish", "sigmoid", "hardsigmoid"
 ]
 UnitId = tuple[str, int]
 
-CHANNELWISE_OPS: frozenset[str] = frozenset({"bn", "act", "add", "maxpool", "avgpool", "dropout"})
+CHANNELWISE_OPS: frozenset[str] = frozenset(
+    {"bn", "act", "add", "mul", "maxpool", "avgpool", "dropout", "flatten"}
+)
 """Ops whose stripe j reads only stripe j of each input (no mixing across channels).
 A grouped convolution is channel-wise too, at the granularity of stripes (see
 :attr:`Layer.channelwise`)."""
@@ -46,7 +61,7 @@ class Layer:
     """The first stage at which the layer exists (its depth level, exit or head stage)."""
     inputs: tuple[str, ...]
     agg: Agg
-    """How several inputs are combined before the op: summed or concatenated."""
+    """How several inputs are combined before the op (see :data:`Agg`)."""
     stripes: tuple[int, ...]
     """Channels per stripe; one entry for unsplit layers (input, heads)."""
     stripe_stages: tuple[int, ...]
@@ -68,7 +83,8 @@ class Layer:
     """The activation applied last (after the BatchNorm, the sum or the pooling)."""
     output_size: int = 0
     """Adaptive pooling's output size (square); 0 for fixed-kernel pooling. Heads: the
-    size their input is pooled to before flattening (1 = global average pooling)."""
+    size their input is pooled to before flattening (1 = global average pooling). `flatten`
+    layers: 1 (their output map is 1×1)."""
     dropout: float = 0.0
     """Dropout probability (`dropout` layers; heads: before each linear layer)."""
     hidden: tuple[int, ...] = ()
@@ -148,7 +164,7 @@ class NestIR:
         (the same number as ``len(kept_channels(unit))``, without listing the channels)."""
         layer = self.layers[unit[0]]
         kept = self.kept_inputs(unit)
-        if layer.agg == "sum" and kept:  # the same stripes from every summed input
+        if layer.agg != "concat" and kept:  # the same stripes from every aligned input
             kept = [u for u in kept if u[0] == kept[0][0]]
         return sum(self.layers[source].stripes[i] for source, i in kept)
 
@@ -171,7 +187,8 @@ class NestIR:
             start = offsets[source_id] + source.offsets()[i]
             channels.update(range(start, start + source.stripes[i]))
             kept_by_source[source_id].add(i)
-        if layer.agg == "sum" and len({frozenset(v) for v in kept_by_source.values()}) > 1:
+        aligned = layer.agg != "concat"
+        if aligned and len({frozenset(v) for v in kept_by_source.values()}) > 1:
             raise AssertionError(f"summed inputs of {unit} are pruned inconsistently")
         return sorted(channels)
 

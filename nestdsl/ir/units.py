@@ -28,7 +28,8 @@ from nestdsl.ir.builder import (
     merge,
     sparse_sources,
 )
-from nestdsl.ir.model import Activation, Op
+from nestdsl.ir.model import Activation, Layer, Op
+from nestdsl.schedule import StagePlan
 
 ACTIVATION_NAMES: tuple[Activation, ...] = (
     "identity",
@@ -107,8 +108,15 @@ class Instance:
         self.pending = _Draft(op, channels, attrs, self.part_name(call.name))
 
 
-def _args(instance: Instance, call: Call, defaults: Mapping[str, Value]) -> dict[str, Value]:
-    """The call's arguments evaluated, over ``defaults``; unknown names are errors."""
+def _args(
+    instance: Instance,
+    call: Call,
+    defaults: Mapping[str, Value],
+    words: Mapping[str, Value] | None = None,
+) -> dict[str, Value]:
+    """The call's arguments evaluated, over ``defaults``; unknown names are errors.
+    ``words`` are extra names the arguments may use as values (`gate=hardsigmoid`)."""
+    env = {**instance.env, **words} if words else instance.env
     values = dict(defaults)
     for key, expr in call.args.items():
         if key not in defaults:
@@ -120,7 +128,7 @@ def _args(instance: Instance, call: Call, defaults: Mapping[str, Value]) -> dict
                 call.span_of(key),
                 hint or f"its arguments: {listing}",
             )
-        values[key] = evaluate(expr, instance.env)
+        values[key] = evaluate(expr, env)
     return values
 
 
@@ -136,7 +144,31 @@ def _int(call: Call, values: Mapping[str, Value], key: str, minimum: int = 1) ->
     return value
 
 
+def _is_flat(layers: Mapping[str, Layer], layer_id: str) -> bool:
+    """The layer's output comes from a `flatten` (through 1×1 layers: `linear`, `bn` ...)."""
+    layer = layers[layer_id]
+    if layer.op == "flatten":
+        return True
+    spatial = layer.size != (1, 1) or layer.op == "input"
+    return not spatial and any(_is_flat(layers, source) for source in layer.inputs)
+
+
+def _spatial(instance: Instance, call: Call) -> None:
+    """Refuse a primitive that needs a spatial layout after `flatten` (commits the pending
+    layer, which the primitive's own layer would commit anyway)."""
+    instance.commit()
+    layers = instance.builder.layers
+    if any(_is_flat(layers, source) for source in instance.feature.sources):
+        diagnostics.fail(
+            "E408",
+            f"`{call.name}` cannot follow `flatten`: flattened features have no spatial layout",
+            call.span,
+            "use `linear` after `flatten`, or move `flatten` after this line",
+        )
+
+
 def _conv(instance: Instance, call: Call) -> None:
+    _spatial(instance, call)
     incoming = instance.current_channels()
     values = _args(
         instance,
@@ -220,6 +252,7 @@ def _layernorm(instance: Instance, call: Call) -> None:
 
 
 def _pool(instance: Instance, call: Call) -> None:
+    _spatial(instance, call)
     values = _args(instance, call, {"kernel": 2, "stride": 0, "padding": 0, "size": 0})
     kernel = _int(call, values, "kernel")
     stride = _int(call, values, "stride", 0) or kernel
@@ -241,8 +274,125 @@ def _dropout(instance: Instance, call: Call) -> None:
     instance.start("dropout", instance.current_channels(), Attrs(dropout=float(p)), call)
 
 
+def _choice(call: Call, values: Mapping[str, Value], key: str) -> Activation:
+    """The activation that argument ``key`` names (`gate=hardsigmoid`)."""
+    value = values[key]
+    found = next((a for a in ACTIVATION_NAMES if a == value), None)
+    if found is None:
+        choices = ", ".join(f"`{a}`" for a in ACTIVATION_NAMES)
+        diagnostics.fail(
+            "E106",
+            f"`{key}` of `{call.name}` must name an activation, got `{value}`",
+            call.span_of(key),
+            diagnostics.did_you_mean(str(value), ACTIVATION_NAMES) or f"valid choices: {choices}",
+        )
+    assert found is not None
+    return found
+
+
+def _words(instance: Instance, call: Call, keys: tuple[str, ...]) -> dict[str, Value]:
+    """Names that arguments ``keys`` may give as values: a bare name there that is not a
+    variable is a word (an activation's name, or a misspelling that :func:`_choice` reports)."""
+    given = (call.args[k] for k in keys if k in call.args)
+    return {
+        str(e.value): str(e.value)
+        for e in given
+        if e.kind == "name" and str(e.value) not in instance.env
+    }
+
+
+def _se(instance: Instance, call: Call) -> None:
+    """Squeeze-and-excitation: global average pool, a squeeze FC (1×1 conv with bias) and
+    its activation, an excite FC back to the channels with the gate activation, and the
+    multiply. Under width nesting the two FCs are channel-mixing (lower-triangular by the
+    stage rule, the squeeze width split into stripes too) and the multiply keeps stripe j."""
+    defaults: dict[str, Value] = {"reduction": 4, "squeeze": 0, "act": "relu", "gate": "sigmoid"}
+    values = _args(instance, call, defaults, _words(instance, call, ("act", "gate")))
+    _spatial(instance, call)
+    entry = instance.feature
+    if len(entry.sources) > 1:
+        diagnostics.fail(
+            "E410",
+            f"`se` gates one layer, but here it reads {len(entry.sources)} layers "
+            f"combined by {entry.agg} (the unit's input)",
+            call.span,
+            "put a layer (`conv`, `bn` ...) before `se` in the unit",
+        )
+    squeeze = _int(call, values, "squeeze", 0)
+    squeeze = squeeze or entry.channels // _int(call, values, "reduction")
+    if squeeze < 1:
+        diagnostics.fail(
+            "E104",
+            f"`se` squeezes {entry.channels} channels to {squeeze}: needs at least 1",
+            call.span,
+            "use a smaller `reduction` or give `squeeze=...`",
+        )
+    _check_squeeze(instance.builder.plan, call, squeeze)
+    name = instance.part_name(call.name)
+    pool = _add(instance, f"{name}.pool", "avgpool", entry.channels, Attrs(output_size=1))
+    act, gate = _choice(call, values, "act"), _choice(call, values, "gate")
+    instance.feature = pool
+    _add(instance, f"{name}.squeeze", "conv", squeeze, Attrs(bias=True, act=act))
+    excite = _add(instance, f"{name}.excite", "conv", entry.channels, Attrs(bias=True, act=gate))
+    instance.feature = Feature(
+        (*entry.sources, *excite.sources), "product", entry.channels, entry.size
+    )
+    instance.pending = _Draft("mul", entry.channels, Attrs(), f"{name}.gate")
+
+
+def _check_squeeze(plan: StagePlan, call: Call, squeeze: int) -> None:
+    """The squeeze layer nests with the stripes, so its width must split like a layer's."""
+    units = plan.width_units
+    if squeeze % units:
+        ratios = ":".join(map(str, plan.stripe_ratios))
+        diagnostics.fail(
+            "E301",
+            f"`se` squeezes to {squeeze} channels, which width nesting splits {ratios} into "
+            f"stripes: needs a multiple of {units}",
+            call.span,
+            f"the squeeze width nests too: e.g. `squeeze={-(-squeeze // units) * units}`",
+        )
+
+
+def _add(instance: Instance, part: str, op: Op, channels: int, attrs: Attrs) -> Feature:
+    """Add one layer of a multi-layer primitive now; its output is the current feature."""
+    instance.pending = _Draft(op, channels, attrs, part)
+    instance.commit()
+    return instance.feature
+
+
+def _flatten(instance: Instance, call: Call) -> None:
+    """[C, H, W] -> [C·H·W, 1, 1], channel-major: stripe j of C becomes stripe j of C·H·W."""
+    _args(instance, call, {})
+    instance.commit()
+    feature = instance.feature
+    height, width = feature.size
+    flat = Attrs(output_size=1)  # the output map is 1×1
+    instance.start("flatten", feature.channels * height * width, flat, call)
+
+
+def _linear(instance: Instance, call: Call) -> None:
+    """A fully connected layer, run as a 1×1 convolution on a flat (1×1) input."""
+    instance.commit()
+    feature = instance.feature
+    values = _args(instance, call, {"features": feature.channels, "bias": 1})
+    if feature.size != (1, 1):
+        diagnostics.fail(
+            "E409",
+            f"`linear` needs a flat input, got {feature.channels}@"
+            f"{feature.size[0]}x{feature.size[1]}",
+            call.span,
+            "put `flatten` or `avgpool size=1` before it",
+        )
+    attrs = Attrs(bias=bool(values["bias"]))
+    instance.start("conv", _int(call, values, "features"), attrs, call)
+
+
 PRIMITIVES: dict[str, Callable[[Instance, Call], None]] = {
     "conv": _conv,
+    "se": _se,
+    "flatten": _flatten,
+    "linear": _linear,
     "bn": _bn,
     "layernorm": _layernorm,
     "maxpool": _pool,

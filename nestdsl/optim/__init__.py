@@ -7,16 +7,32 @@ Gram matrix and writes the direction into `.grad` for any torch optimizer.
 
 from nestdsl.optim.coefficients import DEPENDENCE_RTOL
 from nestdsl.optim.combine import combine
-from nestdsl.optim.mtl import MTL_STRATEGIES, torchjd_available
-from nestdsl.optim.step import fill_grad
-from nestdsl.optim.strategies import BASE_STRATEGIES, STRATEGIES
+from nestdsl.optim.errors import OptionError
+from nestdsl.optim.mtl import MTL_STRATEGIES, require_available, torchjd_available
+from nestdsl.optim.stage_grads import GradReport, Pending, Reduce, fill_grad, unflatten
+from nestdsl.optim.strategies import (
+    BASE_STRATEGIES,
+    CONTROLS,
+    STRATEGIES,
+    CombineOptions,
+    resolve_options,
+)
 
 __all__ = [
     "BASE_STRATEGIES",
+    "CONTROLS",
     "DEPENDENCE_RTOL",
     "MTL_STRATEGIES",
     "STRATEGIES",
+    "CombineOptions",
+    "GradReport",
+    "OptionError",
+    "Pending",
+    "Reduce",
     "combine",
     "fill_grad",
+    "require_available",
+    "resolve_options",
     "torchjd_available",
+    "unflatten",
 ]

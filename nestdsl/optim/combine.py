@@ -1,12 +1,13 @@
 """`combine`: the pure (n, d) → d form of every strategy, the reference for `fill_grad`.
 
 Rows are the per-task gradients zero-padded to all parameters. Coefficients come from the Gram
-matrix in float64 (see `coefficients`), and the result is `weights @ grads`, so orthogonalized
-copies of the gradients are never built.
+matrix in float64 through the strategy table (`coefficients.COMBINATIONS`), and the result is
+`weights @ grads`, so orthogonalized copies of the gradients are never built.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from itertools import pairwise
@@ -14,21 +15,8 @@ from itertools import pairwise
 import torch
 from torch import Tensor
 
-from nestdsl.optim.coefficients import (
-    average_weights,
-    mean_weights,
-    norm_scales,
-    orthogonal_weights,
-)
-from nestdsl.optim.mtl import MTL_STRATEGIES, mtl_weights
-from nestdsl.optim.strategies import (
-    GREEDY_MESSAGE,
-    check_norm_constant,
-    check_strategy,
-    resolve_dims,
-    resolve_importances,
-    resolve_priority,
-)
+from nestdsl.optim.coefficients import COMBINATIONS, Coefficients, dependence_rtol
+from nestdsl.optim.strategies import GREEDY_MESSAGE, resolve_dims, resolve_options
 
 
 def combine(
@@ -53,55 +41,48 @@ def combine(
     - ``mtl:*``: torchjd weighting of the Gramian (optional extra).
 
     `priority` lists stage numbers 1..n, highest priority first (default 1..n). Zero or
-    linearly dependent gradients are skipped, never divided by.
+    linearly dependent gradients are skipped, never divided by; the dependence tolerance
+    follows the precision of `grads` (`coefficients.dependence_rtol`).
     """
-    name = check_strategy(strategy)
-    if name == "greedy":
+    n = grads.shape[0] if grads.dim() == 2 else 0
+    options = resolve_options(strategy, max(n, 1), priority, importances, norm_constant)
+    weigh = COMBINATIONS.get(options.strategy)
+    if weigh is None:
         raise ValueError(GREEDY_MESSAGE)
-    if grads.dim() != 2 or grads.shape[0] == 0:
+    if n == 0:
         raise ValueError(f"grads must be an (n, d) tensor with n >= 1, got shape {grads.shape}")
-    n, d = grads.shape
-    order = resolve_priority(priority, n)
-    k = resolve_importances(importances, n)
-    sizes = resolve_dims(dims, n, d)
-    c = check_norm_constant(norm_constant)
-    if name in MTL_STRATEGIES and (priority is not None or importances is not None):
-        raise ValueError(f"strategy {name!r} takes no priority or importances")
+    d = grads.shape[1]
+    options = dataclasses.replace(options, dims=resolve_dims(dims, n, d))
 
-    work = torch.promote_types(grads.dtype, torch.float32)
-    wide = grads.to(torch.float64)
-    gram = (wide @ wide.T).cpu()
-    if not bool(torch.isfinite(gram).all()):
+    wide = grads.to(torch.float64)  # (n, d)
+    gram = (wide @ wide.T).tolist()  # n × n host floats
+    if not all(math.isfinite(v) for row in gram for v in row):
         # Non-finite input: say so in the output rather than skipping the offending rows.
         return torch.full((d,), math.nan, dtype=grads.dtype, device=grads.device)
-
-    if name == "sgd-norm":
-        return _segment_average(grads, gram, sizes, k, c).to(grads.dtype)
-    if name == "sgd":
-        weights = mean_weights(k)
-    elif name == "osgd":
-        weights, _ = orthogonal_weights(gram, order, k)
-    elif name == "osgd-norm":
-        weights, _ = orthogonal_weights(gram, order, k, norm_scales(gram, sizes, c))
-    else:
-        weights = mtl_weights(name, gram)
-    return (weights.to(device=grads.device, dtype=work) @ grads.to(work)).to(grads.dtype)
+    coefficients = weigh(gram, options, dependence_rtol(grads.dtype))
+    return _apply(grads, coefficients, options.dims).to(grads.dtype)
 
 
-def _segment_average(
-    grads: Tensor, gram: Tensor, sizes: list[int], k: list[float], c: float
-) -> Tensor:
-    """NormSGD: parameters between consecutive subnetwork sizes share one membership set, so
-    each such segment is one small weighted sum; beyond the largest D_i the direction is 0."""
+def _apply(grads: Tensor, coefficients: Coefficients, sizes: Sequence[int]) -> Tensor:
+    """Σ_i w_i g_i, summed in float64: a NormSGD weight 1/‖g‖ of a tiny gradient can exceed
+    the float32 range although the product it scales is of ordinary size.
+
+    When the weights depend on membership (NormSGD), parameters between consecutive subnetwork
+    sizes belong to the same stages, so each such segment is one small weighted sum; beyond the
+    largest D_i the direction is 0.
+    """
     n, d = grads.shape
-    work = torch.promote_types(grads.dtype, torch.float32)
-    scales = norm_scales(gram, sizes, c)
-    out = torch.zeros(d, dtype=work, device=grads.device)
-    bounds = sorted({0, d, *sizes})
-    for lo, hi in pairwise(bounds):
+    wide = grads.to(torch.float64)  # (n, d)
+
+    def weights(members: Sequence[int]) -> Tensor:
+        values = coefficients.for_members(members)
+        return torch.tensor(values, dtype=torch.float64, device=grads.device)  # (n,)
+
+    if coefficients.importances is None:
+        return weights(range(n)) @ wide
+    out = torch.zeros(d, dtype=torch.float64, device=grads.device)  # (d,)
+    for lo, hi in pairwise(sorted({0, d, *sizes})):
         members = [i for i in range(n) if sizes[i] >= hi]
-        if not members:
-            continue
-        weights = average_weights(scales, k, members).to(device=grads.device, dtype=work)
-        out[lo:hi] = weights @ grads[:, lo:hi].to(work)
+        if members:
+            out[lo:hi] = weights(members) @ wide[:, lo:hi]
     return out

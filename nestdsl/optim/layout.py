@@ -1,8 +1,10 @@
 """Which parameter belongs to which subnetwork, keyed by Parameter identity.
 
-`fill_grad` works per parameter instead of on a flattened (n, d) matrix, so it needs, for each
-distinct parameter, the stages whose subnetwork contains it (its *membership*): that decides
-which gradient pieces enter the Gram matrix and NormSGD's per-parameter average.
+`fill_grad` needs, for each distinct parameter, the stages whose subnetwork contains it (its
+*membership*): that decides which gradient pieces enter the Gram matrix and NormSGD's
+per-parameter average. It also places every parameter in one column order, grouped by
+membership, so that each stage's gradient fills a few contiguous runs of a flat (n, D) matrix:
+the number of copies per step depends on the number of membership patterns, not of tensors.
 """
 
 from __future__ import annotations
@@ -14,6 +16,15 @@ import torch
 
 
 @dataclass(frozen=True)
+class Run:
+    """Columns [start, stop) of the flat matrix, filled by one stage's params at `slots`."""
+
+    start: int
+    stop: int
+    slots: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class StageLayout:
     """Distinct trainable parameters in stage order and their memberships.
 
@@ -22,6 +33,8 @@ class StageLayout:
     members[p]     0-based stages containing params[p], ascending
     slots[p]       for each member stage, the index of params[p] within stages[i]
     dims[i]        d_{i+1}: the number of scalars in D_{i+1}
+    runs[i]        the contiguous column runs that stage i's gradient fills, in column order
+    width          D: the number of columns (scalars of all distinct params)
     """
 
     stages: list[list[torch.nn.Parameter]]
@@ -29,6 +42,8 @@ class StageLayout:
     members: list[list[int]]
     slots: list[list[int]]
     dims: list[int]
+    runs: list[list[Run]]
+    width: int
 
     @classmethod
     def build(cls, stage_params: Sequence[Sequence[torch.nn.Parameter]]) -> StageLayout:
@@ -56,7 +71,15 @@ class StageLayout:
                 members[at].append(i)
                 slots[at].append(slot)
         dims = [sum(p.numel() for p in group) for group in stages]
-        return cls(stages, params, members, slots, dims)
+        runs, width = _columns(stages, params, members, index)
+        return cls(stages, params, members, slots, dims, runs, width)
+
+    def patterns(self) -> dict[tuple[int, ...], list[int]]:
+        """Params (indices into `params`) grouped by their membership (0-based stages)."""
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for at, stages in enumerate(self.members):
+            groups.setdefault(tuple(stages), []).append(at)
+        return groups
 
     def new_in(self, stage: int) -> list[torch.nn.Parameter]:
         """w_k \\ w_(k-1) for a 0-based stage: its params not in the previous stage."""
@@ -64,3 +87,29 @@ class StageLayout:
             return list(self.stages[0])
         before = {id(p) for p in self.stages[stage - 1]}
         return [p for p in self.stages[stage] if id(p) not in before]
+
+
+def _columns(
+    stages: list[list[torch.nn.Parameter]],
+    params: list[torch.nn.Parameter],
+    members: list[list[int]],
+    index: dict[int, int],
+) -> tuple[list[list[Run]], int]:
+    """Column offsets grouped by membership, and each stage's maximal contiguous runs."""
+    offsets: dict[int, int] = {}
+    width = 0
+    for at in sorted(range(len(params)), key=lambda at: members[at]):
+        offsets[at] = width
+        width += params[at].numel()
+    runs: list[list[Run]] = []
+    for group in stages:
+        placed = sorted((offsets[index[id(p)]], slot, p.numel()) for slot, p in enumerate(group))
+        mine: list[Run] = []
+        for start, slot, size in placed:
+            if mine and mine[-1].stop == start:
+                last = mine[-1]
+                mine[-1] = Run(last.start, start + size, (*last.slots, slot))
+            else:
+                mine.append(Run(start, start + size, (slot,)))
+        runs.append(mine)
+    return runs, width

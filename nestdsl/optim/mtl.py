@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nestdsl.optim.errors import OptionError
+
 _WEIGHTINGS: dict[str, str] = {
     "mtl:upgrad": "UPGradWeighting",
     "mtl:mgda": "MGDAWeighting",
@@ -35,32 +37,42 @@ def torchjd_available() -> bool:
     return importlib.util.find_spec("torchjd") is not None
 
 
+def require_available(name: str) -> None:
+    """An `mtl:*` strategy needs torchjd; say how to install it rather than fail later."""
+    if name in _WEIGHTINGS and not torchjd_available():
+        raise OptionError(
+            "strategy",
+            f"strategy `{name}` needs the optional dependency torchjd",
+            f"install it: {INSTALL_HINT}",
+        )
+
+
 def _weighting(name: str) -> Any:
     """Instantiate torchjd's Gramian weighting for `name`, or explain how to get it."""
-    if not torchjd_available():
-        raise ValueError(f"strategy {name!r} needs the optional dependency torchjd: {INSTALL_HINT}")
+    require_available(name)
     aggregation = importlib.import_module("torchjd.aggregation")
     cls = getattr(aggregation, _WEIGHTINGS[name], None)
     if cls is None:
-        raise ValueError(
+        raise OptionError(
+            "strategy",
             f"strategy {name!r} needs torchjd's {_WEIGHTINGS[name]}, which the installed torchjd "
-            f"does not provide; upgrade it: {INSTALL_HINT} (pip install -U torchjd)"
+            f"does not provide; upgrade it: {INSTALL_HINT} (pip install -U torchjd)",
         )
     try:
         return cls()
     except ImportError as exc:  # e.g. UPGrad's default projector needs quadprog
-        raise ValueError(f"strategy {name!r}: {exc}") from exc
+        raise OptionError("strategy", f"strategy {name!r}: {exc}") from exc
 
 
 def mtl_weights(name: str, gram: Tensor) -> Tensor:
     """Weights w (float64, n) such that the comparator's direction is Σ_i w_i g_i.
 
     torchjd errors (e.g. UPGrad's default projector needing quadprog) are re-raised as
-    ValueError so a user sees one kind of configuration error for every strategy problem.
+    `OptionError` so a user sees one kind of configuration error for every strategy problem.
     """
     weighting = _weighting(name)
     try:
         weights = weighting(gram.to(torch.float64))
     except ImportError as exc:  # an optional solver of an optional dependency
-        raise ValueError(f"strategy {name!r}: {exc}") from exc
+        raise OptionError("strategy", f"strategy {name!r}: {exc}") from exc
     return torch.as_tensor(weights, dtype=torch.float64).reshape(-1).cpu()

@@ -9,28 +9,25 @@ T001 invalid option value, T002 unknown strategy, T003 bad priority, T004 bad im
 T005 bad standalone stage, T006 device not available, T007 AMP mode not available,
 T008 missing or unreadable checkpoint, T009 resume with a different spec or config,
 T010 run directory already holds a run, T011 data and network disagree, T012 optional
-package missing, T014 distributed setup, T017 --oracle with --standalone or without a spec.
+package missing, T014 distributed setup, T017 --oracle with --standalone or without a spec,
+T018 a loss became NaN or infinite.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
-from nestdsl.diagnostics import Diagnostic, NestError, did_you_mean
+from nestdsl.diagnostics import Diagnostic, NestError
 from nestdsl.train.config import TrainConfig
 
 if TYPE_CHECKING:
     from nestdsl.data import DataSplit
 
-MTL_PREFIX = "mtl:"
-
 SUM_OF_LOSSES = "sgd-sum"
 """Eq. 1 on the *sum* of the stage losses, not their mean: a control for OSGD, which sums its
-orthogonalized gradients (docs/training.md). The training loop adds it to the optimizer's
-strategies by running ``sgd`` with every loss multiplied by n."""
-
-TRAINING_STRATEGIES: tuple[str, ...] = (SUM_OF_LOSSES,)
-"""Strategies the training loop adds to the optimizer's."""
+orthogonalized gradients (docs/training.md). The optimizer package lists it with its
+strategies; the training loop runs it as ``sgd`` with every loss multiplied by n."""
 
 
 def fail(code: str, message: str, help: str | None = None) -> NoReturn:
@@ -38,15 +35,24 @@ def fail(code: str, message: str, help: str | None = None) -> NoReturn:
     raise NestError([Diagnostic(code=code, message=message, help=help)])
 
 
-def known_strategies() -> tuple[str, ...]:
-    """Strategies usable here, as the optimizer package reports them."""
-    from nestdsl.optim import STRATEGIES
+OPTION_CODES: dict[str, str] = {"strategy": "T002", "priority": "T003", "importances": "T004"}
+"""The training error code for each option the optimizer package rejects (else T001)."""
 
-    return tuple(STRATEGIES) + TRAINING_STRATEGIES
+OPTION_HELP: dict[str, Callable[[int], str]] = {
+    "priority": lambda n: (
+        "list every stage once, highest priority first, e.g. --priority "
+        + ",".join(map(str, range(1, n + 1)))
+    ),
+    "importances": lambda n: "e.g. --importances " + ",".join(["1"] * n),
+}
+"""Flag-level help for options whose optimizer error carries none."""
 
 
 def check_config(config: TrainConfig, num_stages: int) -> None:
     """Everything about ``config`` that can be judged from the network's stage count."""
+    # Imported here: the CLI imports this module for `train --help`, which must not load torch.
+    from nestdsl.optim import OptionError, require_available, resolve_options
+
     if config.oracle is not None and config.standalone is not None:
         fail(
             "T017",
@@ -54,41 +60,18 @@ def check_config(config: TrainConfig, num_stages: int) -> None:
             help="--standalone K trains D_k cut out of the nested network, --oracle K an "
             "independent network of D_k's size",
         )
-    strategies = known_strategies()
+    # --standalone and --oracle train one network with plain SGD: the strategy is moot, the
+    # rest is checked.
     trains_nested = config.standalone is None and config.oracle is None
-    if trains_nested and config.strategy not in strategies:
-        if config.strategy.startswith(MTL_PREFIX):
-            help = "the `mtl:*` strategies need torchjd: pip install 'nestdsl[mtl]'"
-        else:
-            choices = f"choose one of: {', '.join(strategies)}"
-            help = did_you_mean(config.strategy, strategies) or choices
-        fail("T002", f"unknown training strategy `{config.strategy}`", help=help)
-    if config.strategy.startswith(MTL_PREFIX) and (config.priority or config.importances):
-        fail(
-            "T001",
-            f"strategy `{config.strategy}` weights the tasks itself and takes no "
-            "--priority or --importances",
+    strategy = config.strategy if trains_nested else "sgd"
+    try:
+        options = resolve_options(
+            strategy, num_stages, config.priority, config.importances, config.norm_constant
         )
-    stages = list(range(1, num_stages + 1))
-    if config.priority is not None and sorted(config.priority) != stages:
-        fail(
-            "T003",
-            f"priority {','.join(map(str, config.priority))} is not a permutation of the "
-            f"stage numbers 1..{num_stages}",
-            help=f"list every stage once, highest priority first, e.g. "
-            f"--priority {','.join(map(str, stages))}",
-        )
-    if config.importances is not None and (
-        len(config.importances) != num_stages
-        or any(k < 0 for k in config.importances)
-        or sum(config.importances) <= 0
-    ):
-        fail(
-            "T004",
-            f"importances need {num_stages} non-negative values, not all zero; "
-            f"got {config.importances}",
-            help=f"e.g. --importances {','.join(['1'] * num_stages)}",
-        )
+        require_available(options.strategy)
+    except OptionError as error:
+        help = error.help or OPTION_HELP.get(error.field, lambda n: "")(num_stages) or None
+        fail(OPTION_CODES.get(error.field, "T001"), error.message, help=help)
     if config.standalone is not None and config.standalone > num_stages:
         fail(
             "T005",

@@ -9,6 +9,7 @@ never a silent fallback to CPU (a 100× slower run is worse than an error).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nestdsl.evaluate import autocast
 from nestdsl.train.checks import fail
 from nestdsl.train.config import TrainConfig
 
@@ -41,9 +43,7 @@ class Runtime:
 
     def autocast(self) -> contextlib.AbstractContextManager[object]:
         """Mixed-precision region for forward passes and losses (a no-op when AMP is off)."""
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device, self.amp_dtype)
 
     def to_device(self, images: torch.Tensor) -> torch.Tensor:
         """Move a batch of images, in channels_last layout when that is on."""
@@ -51,6 +51,22 @@ class Runtime:
         if self.channels_last and images.dim() == 4:
             images = images.contiguous(memory_format=torch.channels_last)
         return images
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on: its affinity mask (a container's or taskset's limit),
+    which ``os.cpu_count()`` ignores."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def thread_budget(processes: int = 1, workers: int = 0) -> int:
+    """Intra-op threads for one of `processes` concurrent training processes, each feeding
+    from `workers` loader processes: the available CPUs shared out so that together they never
+    oversubscribe them (OpenMP threads spinning on a shared core cost far more than they save
+    in the many small kernels of a nested network)."""
+    return max(1, available_cpus() // max(1, processes) - workers)
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -66,8 +82,17 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if kind == "cpu":
         return torch.device("cpu")
     available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if kind == "auto" and not available:
+        return torch.device("cpu")
+    if kind == "auto" and local_rank >= available:
+        fail(
+            "T014",
+            f"process with local rank {local_rank} has no GPU of its own: this machine has "
+            f"{available}, and two processes on one GPU would contend for it",
+            help=f"start at most {available} processes per machine, or use --device cpu",
+        )
     if kind == "auto":
-        return torch.device("cuda", local_rank % available) if available else torch.device("cpu")
+        return torch.device("cuda", local_rank)
     number = int(index) if index is not None else local_rank
     if number >= available:
         have = f"{available} CUDA device(s)" if available else "no CUDA device"
@@ -80,10 +105,24 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", number)
 
 
+BF16_CAPABILITY = (8, 0)
+"""Compute capability from which GPUs run bf16 natively (Ampere); older ones emulate it."""
+
+
+def cuda_capability(device: torch.device) -> tuple[int, int]:
+    """The (major, minor) compute capability of a CUDA device."""
+    return torch.cuda.get_device_capability(device)
+
+
 def _amp_auto(device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU computes it natively, else fp16 with loss scaling; CPU: no AMP.
+
+    ``torch.cuda.is_bf16_supported()`` also counts emulated bf16, which is far slower than
+    fp16 on pre-Ampere GPUs, so the decision is made from the compute capability.
+    """
     if device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cuda_capability(device) >= BF16_CAPABILITY else torch.float16
 
 
 def _amp_fp16(device: torch.device) -> torch.dtype | None:

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from nestdsl.train.checks import fail
 
 
 @dataclass(frozen=True)
@@ -85,25 +87,45 @@ def broadcast_module(module: nn.Module) -> None:
             dist.broadcast(tensor, src=0)
 
 
-def allreduce_mean(tensor: Tensor) -> Tensor:
-    """Mean over ranks (the ``reduce=`` hook given to fill_grad for per-task gradients)."""
-    reduced = tensor.clone()
-    dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
-    return reduced.div_(dist.get_world_size())
+class AsyncMean:
+    """The ``reduce=`` hook given to fill_grad: mean over ranks, in place and asynchronous.
+
+    Each call starts an all-reduce of one stage's flattened gradient and returns at once, so
+    the collective overlaps the next stage's backward; fill_grad calls `wait` before it reads
+    the results. NCCL averages directly (``ReduceOp.AVG``); gloo has no AVG, so it sums and
+    `wait` divides. The tensor given is reduced in place: nothing is cloned.
+    """
+
+    def __init__(self) -> None:
+        self.started: list[tuple[dist.Work, Tensor]] = []
+
+    def __call__(self, flat: Tensor) -> Tensor:
+        average = dist.get_backend() == "nccl"
+        op = dist.ReduceOp.AVG if average else dist.ReduceOp.SUM
+        work = dist.all_reduce(flat, op=op, async_op=True)
+        assert work is not None
+        self.started.append((work, flat if not average else flat.new_empty(0)))
+        return flat
+
+    def wait(self) -> None:
+        """Complete every started reduction (and finish the mean where the backend summed)."""
+        world = dist.get_world_size()
+        for work, summed in self.started:
+            work.wait()
+            if summed.numel():
+                summed.div_(world)
+        self.started.clear()
 
 
-def allreduce_grads(params: Iterable[nn.Parameter]) -> None:
-    """Average ``.grad`` over ranks in one flat buffer (one collective, not one per tensor)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat.div_(dist.get_world_size())
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
+def split_batch(batch_size: int, world_size: int) -> int:
+    """``batch_size`` is global; each of the ``world_size`` ranks takes an equal share (T014)."""
+    if batch_size % world_size:
+        fail(
+            "T014",
+            f"batch size {batch_size} does not split evenly over {world_size} processes",
+            help=f"use a batch size divisible by {world_size} (it is the global batch)",
+        )
+    return batch_size // world_size
 
 
 def barrier(context: DistContext) -> None:

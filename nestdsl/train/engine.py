@@ -39,6 +39,7 @@ from nestdsl.evaluate import StageMetrics, evaluate
 from nestdsl.oracle import OracleCost, oracle_cost
 from nestdsl.oracle import oracle as oracle_of
 from nestdsl.train import distributed
+from nestdsl.train.batch_step import LossWatch, StepPlan, distinct, mode_of, train_step
 from nestdsl.train.checks import SUM_OF_LOSSES, check_classes, check_config, fail
 from nestdsl.train.config import TrainConfig
 from nestdsl.train.devices import Runtime, deterministic, resolve_runtime
@@ -55,7 +56,6 @@ from nestdsl.train.runs import (
 )
 from nestdsl.train.scalars import ScalarLog, check_log, open_scalars
 from nestdsl.train.schedules import build_optimizer, learning_rate, set_learning_rate
-from nestdsl.train.steps import StepPlan, distinct, mode_of, train_step
 
 SpecOrNet = Spec | str | Path | nn.Module
 
@@ -296,7 +296,7 @@ class _Session:
     def _plan(self, phase: Phase) -> StepPlan:
         """Optimizer and fill_grad arguments of one phase."""
         config, net = self.config, self.net
-        reduce = distributed.allreduce_mean if self.context.enabled else None
+        reduce = distributed.AsyncMean() if self.context.enabled else None
         scaler = (
             torch.amp.GradScaler(self.runtime.device.type) if self.runtime.uses_scaler else None
         )
@@ -454,10 +454,12 @@ class _Session:
         self.model.train()
         sums: list[Tensor] = []
         seen = 0
+        watch = LossWatch(first_stage=self.config.standalone or self.config.oracle or 1)
         for images, labels in loaders.train:
             images = self.runtime.to_device(images)
             labels = labels.to(self.runtime.device, non_blocking=self.runtime.pin_memory)
             losses = train_step(plan, self.runtime, images, labels)
+            watch.observe(losses, self.step)
             if not sums:
                 sums = [torch.zeros((), dtype=torch.float64, device=images.device) for _ in losses]
             for i, loss in enumerate(losses):
@@ -466,6 +468,7 @@ class _Session:
             self.step += 1
             show = bars.active and self.step % 10 == 0  # .item() syncs a GPU: not every step
             bars.step(f"loss {float(losses[-1]):.3f}" if show else None)
+        watch.check()
         train_loss = self._mean_losses(sums, seen, plan)
         metrics = self._evaluate(loaders.val) if self.context.is_main else None
         record = self._record(epoch, phase, lr, train_loss, metrics, time.perf_counter() - started)

@@ -8,7 +8,6 @@ the finished run back from the run directory that rank 0 wrote.
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from nestdsl.diagnostics import NestError
 from nestdsl.train import distributed
 from nestdsl.train.checks import check_classes, check_config, fail
 from nestdsl.train.config import TrainConfig
-from nestdsl.train.devices import resolve_device
+from nestdsl.train.devices import resolve_device, thread_budget
 from nestdsl.train.engine import (
     SpecOrNet,
     TrainResult,
@@ -72,7 +71,7 @@ def _worker(
     distributed.child_environment(rank, nproc, port)
     config = TrainConfig.model_validate(config_data)
     if resolve_device(config.device, rank).type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))
+        torch.set_num_threads(thread_budget(nproc, config.workers))
     try:
         train(_trainable(source, config.seed), config, run_dir, progress, resume=resume)
     except NestError as error:
@@ -121,12 +120,7 @@ def _spawn(
             f"{torch.cuda.device_count()}",
             help="use fewer processes, or --device cpu",
         )
-    if config.batch_size % nproc:
-        fail(
-            "T014",
-            f"batch size {config.batch_size} does not split evenly over {nproc} processes",
-            help=f"use a batch size divisible by {nproc} (it is the global batch)",
-        )
+    distributed.split_batch(config.batch_size, nproc)
     path = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="nestdsl-"))
     if not resume and run_dir is not None:
         check_new_run(path)  # once, here: each rank's own check would race rank 0's files

@@ -16,8 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from nestdsl.train.checks import fail
-from nestdsl.train.distributed import DistContext
+from nestdsl.train.distributed import DistContext, split_batch
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -41,17 +40,6 @@ def _seed_worker(worker_id: int) -> None:
     value = torch.initial_seed() % 2**32
     np.random.seed(value)
     random.seed(value)
-
-
-def per_rank_batch(batch_size: int, context: DistContext) -> int:
-    """``batch_size`` is global; each rank takes an equal share of it."""
-    if batch_size % context.world_size:
-        fail(
-            "T014",
-            f"batch size {batch_size} does not split evenly over {context.world_size} processes",
-            help=f"use a batch size divisible by {context.world_size} (it is the global batch)",
-        )
-    return batch_size // context.world_size
 
 
 class EpochLoaders:
@@ -82,7 +70,7 @@ class EpochLoaders:
         extra = {"persistent_workers": False, "worker_init_fn": _seed_worker} if workers else {}
         self.train: DataLoader[Batch] = DataLoader(
             train,
-            batch_size=per_rank_batch(batch_size, context),
+            batch_size=split_batch(batch_size, context.world_size),
             sampler=self.sampler,
             num_workers=workers,
             pin_memory=pin_memory,

@@ -97,11 +97,11 @@ def test_fill_grad_matches_combine(strategy, priority):
     got = flat_grad(stage_lists(net)[-1]).float()
     assert torch.allclose(got, expected, atol=1e-6, rtol=1e-5)
     assert net.unrelated.grad is None
-    assert info["strategy"] == strategy
-    assert all(isinstance(v, float) for v in info["coefficients"])
+    assert info.strategy == strategy
+    assert all(isinstance(v, float) for v in info.coefficients)
     if strategy != "sgd":
         norms = matrix.norm(dim=1).tolist()
-        assert info["grad_norms"] == pytest.approx(norms, rel=1e-6)
+        assert info.grad_norms == pytest.approx(norms, rel=1e-6)
 
 
 @settings(max_examples=25, deadline=None)
@@ -147,7 +147,7 @@ def test_greedy_touches_only_new_params(stage):
             assert p.grad is None
     for p, g in zip(new, expected, strict=True):
         assert torch.allclose(p.grad, g if g is not None else torch.zeros_like(p))
-    assert info["active_stage"] == stage
+    assert info.active_stage == stage
     assert torch.equal(net.unrelated.grad, torch.ones(2))
 
 
@@ -197,7 +197,7 @@ def test_loss_without_grad_and_single_stage():
     losses = losses_of(net, x, y)
     losses[1] = losses[1].detach()
     info = fill_grad(losses, stage_lists(net), "osgd")
-    assert info["skipped"] == [2]
+    assert info.skipped == [2]
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -265,7 +265,22 @@ def test_overflow_is_visible(strategy):
     info = fill_grad(losses, stage_lists(net), strategy)
     assert not torch.isfinite(flat_grad(stage_lists(net)[-1])).all()
     if strategy != "sgd":
-        assert info["nonfinite"] is True
+        assert info.nonfinite is True
     rows = torch.randn(2, 4)
     rows[0, 0] = float("inf")
     assert torch.isnan(combine(rows, strategy)).all()
+
+
+def test_sgd_sum_is_n_times_sgd():
+    """`sgd-sum` (Eq. 1 on the sum of the losses) is n × `sgd` in `combine` and `fill_grad`."""
+    net, x, y = make()
+    matrix, _ = padded_grads(net, x, y)
+    k = [1.0, 2.0, 0.5]
+    mean = combine(matrix, "sgd", importances=k)
+    assert torch.allclose(combine(matrix, "sgd-sum", importances=k), 3 * mean)
+    info = fill_grad(losses_of(net, x, y), stage_lists(net), "sgd-sum", importances=k)
+    got = flat_grad(stage_lists(net)[-1]).float()
+    assert torch.allclose(got, 3 * mean.float(), atol=1e-6, rtol=1e-5)
+    assert info.strategy == "sgd-sum"
+    assert info.coefficients == pytest.approx([3 * v / 3.5 for v in k])
+    assert info.grad_norms == []

@@ -10,10 +10,10 @@ from train_toy import ToyNested, make_toy, states_equal, write_tiny_spec
 
 from nestdsl.diagnostics import NestError
 from nestdsl.train import TrainConfig, plan_phases, train
+from nestdsl.train.batch_step import StepPlan, train_step
 from nestdsl.train.config import make_config
 from nestdsl.train.devices import Runtime
 from nestdsl.train.schedules import OPTIMIZERS, build_optimizer, learning_rate
-from nestdsl.train.steps import StepPlan, train_step
 
 FAST = {"data": "synthetic:128", "batch_size": 32, "lr": 0.05, "device": "cpu", "epochs": 2}
 
@@ -156,6 +156,7 @@ def test_tiny_spec_end_to_end(tmp_path) -> None:
     ("overrides", "code", "text"),
     [
         ({"strategy": "osdg"}, "T002", "did you mean `osgd`?"),
+        ({"strategy": "sgd-sun"}, "T002", "did you mean `sgd-sum`?"),
         ({"priority": [1, 1, 2]}, "T003", "not a permutation"),
         ({"importances": [1, 2]}, "T004", "3 non-negative"),
         ({"standalone": 4}, "T005", "only 3 stages"),

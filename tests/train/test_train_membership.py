@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from train_toy import write_tiny_spec
 
 import nestdsl
+from nestdsl.train.batch_step import StepPlan, train_step
 from nestdsl.train.devices import Runtime
 from nestdsl.train.engine import loss_memberships
-from nestdsl.train.steps import StepPlan, train_step
 
 C = 0.01
 

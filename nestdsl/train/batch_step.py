@@ -13,12 +13,17 @@ Modes and how they compute the stage losses:
   one output, plain cross-entropy.
 
 fp16 loss scaling with a gradient-combining optimizer: the losses are multiplied by the
-GradScaler's scale S so that small fp16 gradients survive the backward pass; fill_grad's
-``reduce`` hook divides every per-task gradient by S *before* the combination (norms and
-Gram–Schmidt then see true gradients — NormSGD's normalization is not scale-equivariant,
-so combining scaled gradients would be wrong), and the combined ``.grad`` is multiplied by S
-again so that ``scaler.step`` can unscale it, detect inf/NaN (an overflow anywhere poisons
-the combination, which then is non-finite too) and skip the step as usual.
+GradScaler's scale S so that small fp16 gradients survive the backward pass, and S itself
+(a device tensor, never read on the host here) is handed to ``fill_grad``, which computes the
+coefficients from the true gradients' Gram matrix (NormSGD's normalization is not
+scale-equivariant, so combining scaled gradients would be wrong) and writes S times the
+direction, so that ``scaler.step`` can unscale it, detect inf/NaN (an overflow anywhere
+poisons the combination, which then is non-finite too) and skip the step as usual. No step
+reads a device value on the host except the Gram matrix that the coefficients need.
+
+A non-finite loss is remembered on the device by `LossWatch` and reported (stage and step)
+at the next check, which the engine makes at least at every epoch end, before checkpointing:
+the last checkpoint on disk is therefore always one of finite training.
 """
 
 from __future__ import annotations
@@ -33,11 +38,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nestdsl.evaluate import stage_outputs
-from nestdsl.optim import fill_grad
+from nestdsl.optim import Reduce, fill_grad
+from nestdsl.train.checks import fail
 from nestdsl.train.config import TrainConfig
 from nestdsl.train.devices import Runtime
 
-Reduce = Callable[[Tensor], Tensor]
+CHECK_EVERY = 100
+"""Steps between two host reads of `LossWatch` within an epoch (one small sync each)."""
 
 
 def _joint(model: Any, images: Tensor, stages: int) -> list[Tensor]:
@@ -100,14 +107,6 @@ def mode_of(config: TrainConfig) -> str:
     return {"sgd": "joint", "sgd-sum": "joint", "greedy": "greedy"}.get(config.strategy, "anytime")
 
 
-def _reduce_with_scale(reduce: Reduce | None, scale: float) -> Reduce:
-    def unscaled(flat: Tensor) -> Tensor:
-        out = reduce(flat) if reduce is not None else flat
-        return out / scale
-
-    return unscaled
-
-
 def train_step(plan: StepPlan, runtime: Runtime, images: Tensor, labels: Tensor) -> list[Tensor]:
     """Forward, combine the stage gradients into ``.grad``, step; return the detached losses."""
     with runtime.autocast():
@@ -115,12 +114,10 @@ def train_step(plan: StepPlan, runtime: Runtime, images: Tensor, labels: Tensor)
         losses = [F.cross_entropy(out.float(), labels) for out in outputs]
     weighted = [loss * plan.loss_scale for loss in losses] if plan.loss_scale != 1 else losses
     scaler = plan.scaler
-    scale: float | None = None
-    if scaler is not None:
-        losses_in: list[Tensor] = [scaler.scale(loss) for loss in weighted]
-        scale = float(scaler.get_scale())
-    else:
-        losses_in = weighted
+    losses_in = weighted if scaler is None else [scaler.scale(loss) for loss in weighted]
+    grad_scale = None
+    if scaler is not None and plan.strategy not in ("sgd", "sgd-sum", "greedy"):
+        grad_scale = scaler.scale(torch.ones((), device=losses[0].device))
     fill_grad(
         losses_in,
         plan.stage_params,
@@ -129,10 +126,10 @@ def train_step(plan: StepPlan, runtime: Runtime, images: Tensor, labels: Tensor)
         importances=plan.importances,
         norm_constant=plan.norm_constant,
         active_stage=plan.active_stage,
-        reduce=_reduce_with_scale(plan.reduce, scale) if scale is not None else plan.reduce,
+        reduce=plan.reduce,
+        loss_scale=grad_scale,
     )
-    if scaler is not None and scale is not None:
-        _rescale(plan.optimizer, scale)
+    if scaler is not None:
         scaler.step(plan.optimizer)
         scaler.update()
     else:
@@ -140,12 +137,42 @@ def train_step(plan: StepPlan, runtime: Runtime, images: Tensor, labels: Tensor)
     return [loss.detach() for loss in losses]
 
 
-def _rescale(optimizer: torch.optim.Optimizer, scale: float) -> None:
-    """Put the scale back on the combined direction so the GradScaler can take it off."""
-    grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
-    present = [g for g in grads if g is not None]
-    if present:
-        torch._foreach_mul_(present, scale)
+class LossWatch:
+    """The first (step, stage) whose loss was NaN or infinite, kept on the losses' device.
+
+    `observe` costs a few device ops and no synchronisation; `check` reads the record (one
+    sync) and stops the run with a T018 error naming the stage and step.
+    """
+
+    def __init__(self, first_stage: int = 1) -> None:
+        self.first_stage = first_stage
+        self.stages = 1
+        self.record: Tensor | None = None  # step · stages + stage index, or -1
+
+    def observe(self, losses: Sequence[Tensor], step: int) -> None:
+        """Note this step's losses (0-based global `step`); read them every CHECK_EVERY steps."""
+        bad = torch.isfinite(torch.stack([loss.detach() for loss in losses])).logical_not()  # (n,)
+        self.stages = len(losses)
+        if self.record is None:
+            self.record = torch.full((), -1, dtype=torch.long, device=bad.device)
+        code = bad.long().argmax() + step * self.stages
+        self.record = torch.where(bad.any() & (self.record < 0), code, self.record)
+        if step % CHECK_EVERY == CHECK_EVERY - 1:
+            self.check()
+
+    def check(self) -> None:
+        """Raise T018 if any observed loss was not finite."""
+        code = -1 if self.record is None else int(self.record)
+        if code < 0:
+            return
+        step, index = divmod(code, self.stages)
+        fail(
+            "T018",
+            f"the loss of stage {self.first_stage + index} became NaN or infinite at step "
+            f"{step + 1}; training stopped without checkpointing this epoch",
+            help="lower --lr, use --amp off or bf16 instead of fp16, or check the data for "
+            "NaN values",
+        )
 
 
 def distinct(params: Sequence[nn.Parameter]) -> list[nn.Parameter]:
