@@ -146,11 +146,17 @@ def _int(call: Call, values: Mapping[str, Value], key: str, minimum: int = 1) ->
 
 def _is_flat(layers: Mapping[str, Layer], layer_id: str) -> bool:
     """The layer's output comes from a `flatten` (through 1×1 layers: `linear`, `bn` ...)."""
-    layer = layers[layer_id]
-    if layer.op == "flatten":
-        return True
-    spatial = layer.size != (1, 1) or layer.op == "input"
-    return not spatial and any(_is_flat(layers, source) for source in layer.inputs)
+    seen = {layer_id}
+    stack = [layer_id]  # each layer once: dense 1x1 layers make the paths exponentially many
+    while stack:
+        layer = layers[stack.pop()]
+        if layer.op == "flatten":
+            return True
+        if layer.size == (1, 1) and layer.op != "input":
+            fresh = [source for source in layer.inputs if source not in seen]
+            seen.update(fresh)
+            stack.extend(fresh)
+    return False
 
 
 def _spatial(instance: Instance, call: Call) -> None:
