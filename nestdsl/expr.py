@@ -64,6 +64,9 @@ def evaluate(expr: Expr, env: Mapping[str, Value]) -> Value:
         return tuple(values)
     numbers = _numbers(expr, values)
     if expr.kind == "call":
+        if str(expr.value) not in FUNCTIONS:
+            hint = diagnostics.did_you_mean(str(expr.value), FUNCTIONS)
+            diagnostics.fail("E105", f"unknown function `{expr.value}`", expr.span, hint)
         return FUNCTIONS[str(expr.value)](numbers)
     symbol, operation = BINARY[expr.kind]
     if symbol in ("/", "//") and numbers[1] == 0:

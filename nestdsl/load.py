@@ -14,10 +14,11 @@ from pathlib import Path
 from nestdsl import diagnostics
 from nestdsl.ast import Spec
 from nestdsl.checks import check
-from nestdsl.diagnostics import NestError
+from nestdsl.diagnostics import NestError, Span
 from nestdsl.ir.build import build_ir
 from nestdsl.ir.limits import Limits
 from nestdsl.parse import parse
+from nestdsl.parse.bounds import MAX_SOURCE_CHARS
 
 __all__ = ["load", "loads"]
 
@@ -36,6 +37,7 @@ def load(path: str | Path, limits: Limits | None = None) -> Spec:
     """Read, parse and check a `.nest` file (an unreadable file is a :class:`NestError` too)."""
     display = str(path)
     try:
+        _check_file_size(Path(path), display)
         text = Path(path).read_text(encoding="utf-8-sig")  # a BOM (Windows Notepad) is no text
     except (OSError, UnicodeDecodeError) as error:
         reason = _reason(error)
@@ -45,6 +47,18 @@ def load(path: str | Path, limits: Limits | None = None) -> Spec:
             help="check the path; spec files are UTF-8 text ending in `.nest`",
         )
     return loads(text, display, limits)
+
+
+def _check_file_size(path: Path, display: str) -> None:
+    """Refuse a file too big to be a spec before reading it (a huge file would fill memory)."""
+    if path.is_file() and path.stat().st_size > 4 * MAX_SOURCE_CHARS:  # UTF-8: <= 4 bytes/char
+        diagnostics.fail(
+            "E007",
+            f"the spec file `{display}` is {path.stat().st_size:,} bytes long, more than a "
+            f"spec of {MAX_SOURCE_CHARS:,} characters can be",
+            Span(file=display, line=1, column=1, end_line=1, end_column=2),
+            "a spec is a short text file; check that this is the file you meant",
+        )
 
 
 def _reason(error: OSError | UnicodeDecodeError) -> str:

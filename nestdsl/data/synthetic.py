@@ -120,17 +120,25 @@ def _split(
     return TensorImageDataset(mixer.make(labels, generator), labels)
 
 
+MAX_SIZE = 100_000_000
+MAX_CLASSES = 100_000
+"""Larger synthetic sets cannot even be shuffled in memory (a permutation of N int64s)."""
+
+
 def _parse(arg: str | None) -> tuple[int, int]:
     """``None`` / ``"N"`` / ``"N:K"`` → (N, K), refusing anything else with the accepted forms."""
     if not arg:
         return DEFAULT_SIZE, DEFAULT_CLASSES
     parts = arg.split(":")
-    usage = "write `synthetic`, `synthetic:N` (N ≥ 1 training images) or `synthetic:N:K` (K ≥ 2)"
+    usage = (
+        f"write `synthetic`, `synthetic:N` (1 ≤ N ≤ {MAX_SIZE:,} training images) or "
+        f"`synthetic:N:K` (2 ≤ K ≤ {MAX_CLASSES:,})"
+    )
     if len(parts) > 2 or not all(p.isdigit() for p in parts):
         fail("D002", f"malformed synthetic data source `synthetic:{arg}`", help=usage)
     size = int(parts[0])
     classes = int(parts[1]) if len(parts) == 2 else DEFAULT_CLASSES
-    if size < 1 or classes < 2:
+    if not 1 <= size <= MAX_SIZE or not 2 <= classes <= MAX_CLASSES:
         fail("D002", f"synthetic data source `synthetic:{arg}` is out of range", help=usage)
     return size, classes
 

@@ -42,6 +42,10 @@ ACTIVATION_NAMES: tuple[Activation, ...] = (
     "hardsigmoid",
 )
 
+MAX_UNIT_DEPTH = 32
+"""Units inside units inside units...: deeper chains are refused (E502) long before they would
+overflow Python's stack."""
+
 SOURCE_RULES: dict[str, SourceRule] = {"sparse": sparse_sources, "dense": dense_sources}
 
 
@@ -142,11 +146,17 @@ def _int(call: Call, values: Mapping[str, Value], key: str, minimum: int = 1) ->
 
 def _is_flat(layers: Mapping[str, Layer], layer_id: str) -> bool:
     """The layer's output comes from a `flatten` (through 1×1 layers: `linear`, `bn` ...)."""
-    layer = layers[layer_id]
-    if layer.op == "flatten":
-        return True
-    spatial = layer.size != (1, 1) or layer.op == "input"
-    return not spatial and any(_is_flat(layers, source) for source in layer.inputs)
+    seen = {layer_id}
+    stack = [layer_id]  # each layer once: dense 1x1 layers make the paths exponentially many
+    while stack:
+        layer = layers[stack.pop()]
+        if layer.op == "flatten":
+            return True
+        if layer.size == (1, 1) and layer.op != "input":
+            fresh = [source for source in layer.inputs if source not in seen]
+            seen.update(fresh)
+            stack.extend(fresh)
+    return False
 
 
 def _spatial(instance: Instance, call: Call) -> None:
@@ -433,6 +443,14 @@ def _lower_call(instance: Instance, call: Call) -> None:
             f"unit `{call.name}` uses itself ({chain})",
             call.span,
             "a unit's body cannot contain the unit, directly or through other units",
+        )
+    if len(instance.trail) >= MAX_UNIT_DEPTH:
+        diagnostics.fail(
+            "E502",
+            f"units are nested more than {MAX_UNIT_DEPTH} deep: "
+            f"{instance.trail[0]} -> ... -> {instance.trail[-1]} -> {call.name}",
+            call.span,
+            "call the inner units from fewer levels (lowering recurses once per level)",
         )
     instance.commit()
     inner = units[call.name]

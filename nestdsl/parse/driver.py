@@ -17,6 +17,7 @@ from lark import Tree
 
 from nestdsl.ast import Block, Head, InputShape, Schedule, Spec, Stem
 from nestdsl.diagnostics import NestError, did_you_mean
+from nestdsl.parse.bounds import check_bounds
 from nestdsl.parse.builders import STATEMENT_BUILDERS
 from nestdsl.parse.context import Context
 from nestdsl.parse.file_structure import check_counts, check_version_line
@@ -37,6 +38,7 @@ def parse(text: str, path: str = "<string>") -> Spec:
     (``sources={path: text}``, so it renders with source lines). Whole-spec checks that need
     the schedule (divisibility, block kinds) live in :mod:`nestdsl.checks`.
     """
+    check_bounds(text, path)
     ctx = Context(path=path, lines=text.splitlines())
     parsed = parse_tree(text, path)
     ctx.diagnostics.extend(parsed.diagnostics)
