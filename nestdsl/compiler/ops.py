@@ -307,24 +307,27 @@ class FlattenOp(_Elementwise):
         return x.flatten(1)[:, :, None, None]  # [B, C*H*W, 1, 1]
 
 
-class MaxPoolOp(_Elementwise):
-    """Max pooling per channel (fixed kernel, or adaptive to ``output_size``)."""
+class _PoolOp(_Elementwise):
+    """Pooling per channel: fixed kernel, or adaptive to ``output_size`` (1 = global)."""
+
+    fixed: Callable[..., Tensor]
+    adaptive: Callable[..., Tensor]
 
     def _transform(self, x: Tensor) -> Tensor:
         layer = self.layer
         if layer.output_size:
-            return F.adaptive_max_pool2d(x, layer.output_size)
-        return F.max_pool2d(x, layer.kernel, layer.stride, layer.padding)
+            return type(self).adaptive(x, layer.output_size)
+        return type(self).fixed(x, layer.kernel, layer.stride, layer.padding)
 
 
-class AvgPoolOp(_Elementwise):
-    """Average pooling per channel (fixed kernel, or adaptive; size 1 is global pooling)."""
+class MaxPoolOp(_PoolOp):
+    fixed = staticmethod(F.max_pool2d)
+    adaptive = staticmethod(F.adaptive_max_pool2d)
 
-    def _transform(self, x: Tensor) -> Tensor:
-        layer = self.layer
-        if layer.output_size:
-            return F.adaptive_avg_pool2d(x, layer.output_size)
-        return F.avg_pool2d(x, layer.kernel, layer.stride, layer.padding)
+
+class AvgPoolOp(_PoolOp):
+    fixed = staticmethod(F.avg_pool2d)
+    adaptive = staticmethod(F.adaptive_avg_pool2d)
 
 
 class DropoutOp(_Elementwise):
