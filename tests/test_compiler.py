@@ -197,3 +197,23 @@ def test_within_a_deadline_returns_the_last_finished_stage() -> None:
         assert stage == net.num_stages and logits is not None
         assert close(logits, net(x)[-1])
         assert net.within(x, seconds=0.0) == (0, None)
+
+
+@pytest.mark.parametrize("spec", ["digits_width_depth", "sparse_resnet98_eann"])
+def test_dropping_rows_between_stages_equals_running_the_kept_rows_alone(spec: str) -> None:
+    path = Path(__file__).parent.parent / "specs" / f"{spec}.nest"
+    torch.manual_seed(0)
+    net = nestdsl.compile(nestdsl.load(path)).eval()
+    x = torch.randn(6, *net.input_shape)
+    rows = torch.tensor([True, False, True, True, False, True])
+    with torch.no_grad():
+        state = net.start(x)
+        first = net.advance(state)
+        state.keep(rows)
+        later = [net.advance(state) for _ in range(net.num_stages - 1)]
+        alone = list(net.anytime(x[rows]))
+    assert first.shape[0] == 6 and state.batch == 4
+    for a, b in zip(later, alone[1:], strict=True):
+        assert close(a, b)
+    with pytest.raises(ValueError, match="already run"):
+        net.advance(state)

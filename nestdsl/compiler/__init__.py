@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from nestdsl.ast import Spec
-from nestdsl.compiler.network import NestedNet, Standalone
+from nestdsl.compiler.network import AnytimeState, NestedNet, Standalone
 from nestdsl.ir import NestIR, build_ir
 
-__all__ = ["NestedNet", "Standalone", "compile"]
+__all__ = ["AnytimeState", "NestedNet", "Standalone", "compile"]
 
 
 def compile(spec: Spec | NestIR) -> NestedNet:

@@ -108,19 +108,37 @@ class NestedNet(nn.Module):
 
     def anytime(self, x: Tensor) -> Iterator[Tensor]:
         """Yield each stage's logits in order, computing only the units new at that stage."""
-        cache: dict[UnitId, Tensor] = {("input", 0): x}
-        pooled: dict[tuple[UnitId, int], Tensor] = {}
-        for stage_steps, head in zip(self._steps, self.ir.heads, strict=True):
-            for step in stage_steps:
-                op = self.op(step.layer)
-                is_head = op.layer.op == "head"
-                source = _PooledView(cache, pooled, op.layer.output_size) if is_head else cache
-                gathered = _gather(step, source)
-                for j, tensor in zip(
-                    step.stripes, op.forward_units(gathered, step.stripes), strict=True
-                ):
-                    cache[(step.layer, j)] = tensor
-            yield cache[(head, 0)]
+        state = self.start(x)
+        for _ in range(self.num_stages):
+            yield self.advance(state)
+
+    def start(self, x: Tensor) -> AnytimeState:
+        """The state before stage 1: only the input ([B, C, H, W]) is known."""
+        return AnytimeState(cache={("input", 0): x}, pooled={})
+
+    def advance(self, state: AnytimeState) -> Tensor:
+        """Run the next stage on ``state`` and return its logits ([B, classes]).
+
+        Stepping by hand (instead of ``anytime``) lets a caller look at stage k's output
+        before paying for stage k+1: stop, or drop rows with ``state.keep`` so the next
+        stage computes only for the examples still undecided.
+        """
+        if state.stage >= self.num_stages:
+            raise ValueError(f"all {self.num_stages} stages have already run")
+        for step in self._steps[state.stage]:
+            op = self.op(step.layer)
+            is_head = op.layer.op == "head"
+            source = (
+                _PooledView(state.cache, state.pooled, op.layer.output_size)
+                if is_head
+                else state.cache
+            )
+            gathered = _gather(step, source)
+            outputs = op.forward_units(gathered, step.stripes)
+            for j, tensor in zip(step.stripes, outputs, strict=True):
+                state.cache[(step.layer, j)] = tensor
+        state.stage += 1
+        return state.cache[(self.ir.heads[state.stage - 1], 0)]
 
     def within(self, x: Tensor, seconds: float) -> tuple[int, Tensor | None]:
         """Anytime inference under a deadline: ``(k, logits of stage k)`` for the last stage
@@ -188,6 +206,31 @@ class NestedNet(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.ir.name!r}, stages={' '.join(self.stage_labels)}"
+
+
+@dataclass
+class AnytimeState:
+    """What the stages run so far computed, for the stages still to come.
+
+    ``cache`` holds every unit tensor computed so far ([B, stripe channels, H, W]);
+    ``pooled`` the average-pooled copies heads read. All share the batch dimension, which is
+    what makes ``keep`` possible.
+    """
+
+    cache: dict[UnitId, Tensor]
+    pooled: dict[tuple[UnitId, int], Tensor]
+    stage: int = 0
+    """How many stages have run."""
+
+    @property
+    def batch(self) -> int:
+        return next(iter(self.cache.values())).shape[0]
+
+    def keep(self, rows: Tensor) -> None:
+        """Keep only ``rows`` of the batch (a [B] bool mask or an index tensor) for later
+        stages: the examples that exited stop costing anything."""
+        self.cache = {unit: tensor[rows] for unit, tensor in self.cache.items()}
+        self.pooled = {key: tensor[rows] for key, tensor in self.pooled.items()}
 
 
 class Standalone(nn.Module):
