@@ -15,6 +15,7 @@ golden-tested without Graphviz.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from html import escape
 
 from nestdsl import diagnostics
@@ -30,6 +31,9 @@ from nestdsl.draw.nodes import (
     wants_stripes,
 )
 from nestdsl.draw.palette import StageColour, stage_colours
+from nestdsl.draw.rows import LAYOUTS, RowLayout, grid_lines, stripe_variant
+from nestdsl.draw.syntax import attrs as _attrs
+from nestdsl.draw.syntax import quote as _id
 from nestdsl.glossary import human
 from nestdsl.ir.model import Layer, NestIR
 
@@ -107,20 +111,6 @@ SHORT: Mapping[str, Callable[[Layer], str]] = {
     "dropout": lambda layer: "drop",
 }
 """Op → the compact form used in the chain of a collapsed run (`3×3 → 3×3 → ⊕`)."""
-
-
-def _attrs(attributes: Mapping[str, str]) -> str:
-    """`[a="1", b="2"]` with sorted keys; HTML labels (`<…>`) are written unquoted."""
-    parts = []
-    for key in sorted(attributes):
-        value = attributes[key]
-        quoted = value if value.startswith("<") else '"' + value.replace('"', '\\"') + '"'
-        parts.append(f"{key}={quoted}")
-    return "[" + ", ".join(parts) + "]"
-
-
-def _id(name: str) -> str:
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _cell(text: str, attributes: Mapping[str, str]) -> str:
@@ -372,58 +362,59 @@ def _faded(colours: Mapping[int, StageColour], highlight: int | None) -> dict[in
     }
 
 
-def to_dot(
-    ir: NestIR,
-    *,
-    collapse: bool = True,
-    title: str | None = None,
-    stage: int | None = None,
-    stripes: bool | None = None,
-    show_pruned: bool = False,
-) -> str:
-    """The architecture as DOT source.
+@dataclass(frozen=True)
+class View:
+    """What one call draws: the boxes, and how they are arranged and connected."""
 
-    ``collapse`` gives the block view (units, runs and long blocks folded), else every
-    layer. ``stripes`` draws every layer with its units as stacked cells and the kept
-    unit-to-unit edges (Figure 5), plus the pruned back-edges greyed with ``show_pruned``;
-    ``None`` picks it for small width-nested networks in the block view
-    (:func:`~nestdsl.draw.nodes.wants_stripes`). ``stage`` highlights the subnetwork
-    D_stage and greys out every later unit, edge and head.
-    """
-    _check_stage(ir, stage)
-    by_unit = wants_stripes(ir) and collapse if stripes is None else stripes
-    palette = stage_colours(ir)
-    colours = _faded(palette, stage)
-    drawn = boxes(ir, collapse=collapse and not by_unit)
-    kept = edges(ir, drawn)
-    first_stage = {box.id: min(ir.layers[m].stage for m in box.members) for box in drawn}
-    caption = _caption(ir, title, stage)
-    lines = [
-        f"digraph {_id(ir.name)} {{",
-        "  graph "
-        + _attrs(
-            {
-                "rankdir": "LR",
-                "label": _legend(ir, caption, palette, stage, by_unit),
-                "labelloc": "t",
-                "labeljust": "l",
-                "fontname": FONT,
-                "fontsize": "14",
-                "nodesep": "0.2",
-                "ranksep": "0.6" if by_unit else "0.15",
-                "newrank": "true",
-            }
-        )
-        + ";",
-        "  node " + _attrs({"shape": "plain", "fontname": FONT, "fontsize": "10"}) + ";",
-        "  edge " + _attrs({"arrowsize": "0.6", "fontname": FONT}) + ";",
-    ]
+    boxes: list[Box]
+    by_unit: bool = False
+    """Width stripe view: unit-to-unit edges between stripe cells (Figure 5)."""
+    layout: RowLayout | None = None
+    """Row views (depth, width-depth, cascade): a grid instead of block clusters."""
+
+
+def _choose_view(ir: NestIR, *, collapse: bool, stripes: bool | None) -> View:
+    """The block view (folded or, without ``collapse``, expanded) or the stripe view that
+    fits the schedule (:func:`~nestdsl.draw.rows.stripe_variant`); ``stripes=None`` picks
+    the stripe view for small width-nested networks in the block view."""
+    wanted = wants_stripes(ir) and collapse if stripes is None else stripes
+    variant = stripe_variant(ir) if wanted else "none"
+    if variant in LAYOUTS:
+        layout = LAYOUTS[variant](ir)
+        return View(layout.boxes, layout=layout)
+    if variant == "width":
+        return View(boxes(ir, collapse=False), by_unit=True)
+    return View(boxes(ir, collapse=collapse))
+
+
+def _graph_line(ir: NestIR, view: View, legend: str) -> str:
+    spacing = {"nodesep": "0.2", "ranksep": "0.6" if view.by_unit else "0.15"}
+    if view.layout is not None:
+        spacing = {"nodesep": "0.25", "ranksep": "0.25"}
+    graph = {
+        "rankdir": "LR",
+        "label": legend,
+        "labelloc": "t",
+        "labeljust": "l",
+        "fontname": FONT,
+        "fontsize": "14",
+        "newrank": "true",
+        **spacing,
+    }
+    return "  graph " + _attrs(graph) + ";"
+
+
+def _node_lines(ir: NestIR, view: View, colours: Mapping[int, StageColour]) -> list[str]:
+    """Boxes grouped into block clusters; a row view's boxes without clusters (a cluster
+    would pull its boxes out of their rows), placed by the grid."""
+    lines: list[str] = []
     clusters: dict[str | None, list[Box]] = {}
-    for box in drawn:
-        clusters.setdefault(_cluster_of(box), []).append(box)
+    for box in view.boxes:
+        key = None if view.layout is not None else _cluster_of(box)
+        clusters.setdefault(key, []).append(box)
     for name, members in clusters.items():
         node_lines = [
-            f"  {_id(box.id)} {_attrs({'label': _box_label(box, ir, colours, by_unit)})};"
+            f"  {_id(box.id)} {_attrs({'label': _box_label(box, ir, colours, view.by_unit)})};"
             for box in members
         ]
         if name is None:
@@ -440,7 +431,47 @@ def to_dot(
         lines.append("    graph " + _attrs(style) + ";")
         lines.extend("  " + line for line in node_lines)
         lines.append("  }")
-    if by_unit:
+    if view.layout is not None:
+        lines.extend(grid_lines(view.layout))
+    return lines
+
+
+def to_dot(
+    ir: NestIR,
+    *,
+    collapse: bool = True,
+    title: str | None = None,
+    stage: int | None = None,
+    stripes: bool | None = None,
+    show_pruned: bool = False,
+) -> str:
+    """The architecture as DOT source.
+
+    ``collapse`` gives the block view (units, runs and long blocks folded), else every
+    layer. ``stripes`` draws the stripe view that explains the schedule: for width nesting
+    every layer with its units as stacked cells and the kept unit-to-unit edges (Figure 5),
+    plus the pruned back-edges greyed with ``show_pruned``; for depth levels, width-depth
+    growth and cascades the rows of :mod:`nestdsl.draw.rows` (Figures 3, 6-7 and 2).
+    ``None`` picks it for small width-nested networks in the block view
+    (:func:`~nestdsl.draw.nodes.wants_stripes`). ``stage`` highlights the subnetwork
+    D_stage and greys out every later unit, edge and head.
+    """
+    _check_stage(ir, stage)
+    view = _choose_view(ir, collapse=collapse, stripes=stripes)
+    palette = stage_colours(ir)
+    colours = _faded(palette, stage)
+    drawn = view.boxes
+    kept = edges(ir, drawn)
+    first_stage = {box.id: min(ir.layers[m].stage for m in box.members) for box in drawn}
+    legend = _legend(ir, _caption(ir, title, stage), palette, stage, view.by_unit)
+    lines = [
+        f"digraph {_id(ir.name)} {{",
+        _graph_line(ir, view, legend),
+        "  node " + _attrs({"shape": "plain", "fontname": FONT, "fontsize": "10"}) + ";",
+        "  edge " + _attrs({"arrowsize": "0.6", "fontname": FONT}) + ";",
+        *_node_lines(ir, view, colours),
+    ]
+    if view.by_unit:
         pairs = unit_edges(ir, pruned=show_pruned)
         lines.extend(_unit_edge_line(ir, edge, stage) for edge in pairs)
     else:
@@ -452,7 +483,8 @@ def to_dot(
             )
             for edge in kept
         )
-    lines.extend(_ordering_edges(drawn, {(e.source, e.target) for e in kept}))
-    lines.extend(_rank_groups(ir, drawn))
+    if view.layout is None:
+        lines.extend(_ordering_edges(drawn, {(e.source, e.target) for e in kept}))
+        lines.extend(_rank_groups(ir, drawn))
     lines.append("}")
     return "\n".join(lines) + "\n"

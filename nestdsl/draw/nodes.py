@@ -247,6 +247,12 @@ def _fold_blocks(ir: NestIR, drawn: list[Box]) -> list[Box]:
     return [replaced.get(i, box) for i, box in enumerate(drawn) if i not in hidden]
 
 
+def unit_boxes(ir: NestIR) -> list[Box]:
+    """One box per unit (a unit of several layers, a sparse layer, the stem with its
+    pooling) and per other layer, in IR order: nothing joined into runs yet."""
+    return [box for unit in _units(ir) for box in _unit_boxes([unit])]
+
+
 def boxes(ir: NestIR, *, collapse: bool) -> list[Box]:
     """The diagram's nodes in topological order.
 

@@ -1,0 +1,229 @@
+"""Row layouts of the stripe view for depth levels, width-depth growth and cascades.
+
+The paper draws depth nesting (Figure 3) as rows: the shallow subnetwork's layers on top, the
+interlaced layers of each deeper level in the row below at their pipeline position; width-depth
+growth (Figures 6-7) the same way with each layer's stripes stacked; a cascade (Figure 2) as
+one trunk with its exit branches hanging below it. A :class:`RowLayout` places the diagram's
+boxes in such a grid: columns in pipeline order, one row per depth level (or trunk, exits and
+their heads), heads of a pipeline stacked at the right. Repetition is folded per row: the
+first long block shows one period of the interlacing, after which each block's remaining
+units of one stage are one "× n" box, so every level (or cascade segment) reads as one box
+per block. Edges stay layer to layer (the paper's simplification), merged onto boxes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from nestdsl.draw.nodes import Box, pattern_length, unit_boxes, unit_key
+from nestdsl.draw.syntax import attrs, quote
+from nestdsl.ir.model import NestIR
+
+
+@dataclass
+class Column:
+    """One pipeline position: the box id in each row (None where the row is empty)."""
+
+    cells: list[str | None]
+    group: tuple[str, ...] = ()
+    """Boxes side by side in one column share a group (a block's transitions or folds)."""
+
+
+@dataclass
+class RowLayout:
+    """Where each box of a row view sits: grid columns, heads stacked at the right."""
+
+    boxes: list[Box]
+    rows: tuple[str, ...]
+    """A name per row, shown at its left (`level 2 · d2`, `trunk`)."""
+    columns: list[Column] = field(default_factory=list)
+    stack: list[str] = field(default_factory=list)
+    """Heads fed by the pipeline's end, in stage order, one above the other."""
+
+
+def _fold(ir: NestIR, block: list[Box]) -> list[Box]:
+    """A block's unit boxes after the shown pattern, one "× n" box per stage (a depth level
+    or a cascade segment); a stage with a single unit there keeps its box."""
+    by_stage: dict[int, list[Box]] = {}
+    for box in block:
+        by_stage.setdefault(box.output.stage, []).append(box)
+    folded = []
+    for group in by_stage.values():
+        if len(group) == 1:
+            folded.extend(group)
+            continue
+        members = tuple(member for box in group for member in box.members)
+        first, last = unit_key(group[0].layers[0]), unit_key(group[-1].layers[0])
+        assert first is not None and last is not None
+        box_id = f"{first[0]}.{first[1]}-{last[1]}"
+        folded.append(Box(box_id, group[0].layers, members, len(group), f"{last[0]}.{last[1]}"))
+    return sorted(folded, key=lambda box: box.layers[0].position)
+
+
+def row_boxes(ir: NestIR) -> list[Box]:
+    """One box per unit (stem and its pooling as one), each block's units after the first
+    pattern folded per stage (:func:`_fold`); the first block long enough shows its pattern."""
+    keep = pattern_length(ir)
+    drawn: list[Box] = []
+    pending: list[Box] = []
+    shown = False
+    for box in [*unit_boxes(ir), None]:
+        in_block = box is not None and unit_key(box.layers[0]) is not None
+        if pending and (not in_block or box is None or box.block != pending[0].block):
+            whole = len(pending) <= keep
+            cut = len(pending) if whole else 0 if shown else keep
+            shown = shown or not whole
+            drawn.extend(pending[:cut] + _fold(ir, pending[cut:]))
+            pending = []
+        if box is not None and in_block:
+            pending.append(box)
+        elif box is not None:
+            drawn.append(box)
+    return drawn
+
+
+def _group(box: Box) -> tuple[str, ...]:
+    """Boxes that may share a column: a block's transitions, a block's folded levels."""
+    if box.block is not None and box.output.part == "transition":
+        return ("transition", box.block)
+    if box.repeat > 1:
+        return ("fold", box.block or "")
+    return ()
+
+
+def _place(layout: RowLayout, box: Box, row: int) -> None:
+    """Into the last column when it holds the box's group and the row is free, else a new one."""
+    last = layout.columns[-1] if layout.columns else None
+    group = _group(box)
+    if last is not None and group and last.group == group and last.cells[row] is None:
+        last.cells[row] = box.id
+        return
+    cells: list[str | None] = [None] * len(layout.rows)
+    cells[row] = box.id
+    layout.columns.append(Column(cells, group))
+
+
+def _level_names(ir: NestIR) -> tuple[str, ...]:
+    """`level ℓ · label`: each depth level with the stage that introduces it."""
+    first: dict[int, int] = {}
+    for layer in ir.layers.values():
+        if layer.op != "head":
+            first[layer.level] = min(first.get(layer.level, layer.stage), layer.stage)
+    return tuple(f"level {level} · {ir.stage_labels[first[level] - 1]}" for level in sorted(first))
+
+
+def depth_layout(ir: NestIR) -> RowLayout:
+    """Figure 3 (and 6-7 with stripes): a row per depth level, level 1 on top; each level's
+    transitions and folds side by side in one column; each head at the right in the row of
+    the level it reads (heads of width-only stages step to the right)."""
+    layout = RowLayout(row_boxes(ir), _level_names(ir))
+    heads = [box for box in layout.boxes if box.output.op == "head"]
+    for box in layout.boxes:
+        if box.output.op != "head":
+            _place(layout, box, box.output.level - 1)
+    start = len(layout.columns)
+    for box in heads:
+        row = max(ir.layers[source].level for source in box.output.inputs) - 1
+        free = (c for c in layout.columns[start:] if c.cells[row] is None)
+        column = next(free, None)
+        if column is None:
+            column = Column([None] * len(layout.rows), ("head",))
+            layout.columns.append(column)
+        column.cells[row] = box.id
+    return layout
+
+
+CASCADE_ROWS = ("trunk", "exits", "")
+
+
+def cascade_layout(ir: NestIR) -> RowLayout:
+    """Figure 2: the trunk in the top row; each exit branch in a column of its own right
+    after the trunk box it reads, its head below it; the last head at the trunk's end."""
+    layout = RowLayout(row_boxes(ir), CASCADE_ROWS)
+    owner = {member: box.id for box in layout.boxes for member in box.members}
+    exits = [box for box in layout.boxes if box.output.part == "exit"]
+    branch_heads = {
+        box.output.inputs[0]: box.id
+        for box in layout.boxes
+        if box.output.op == "head" and ir.layers[box.output.inputs[0]].part == "exit"
+    }
+    for box in layout.boxes:
+        if box.output.op == "head" and box.id not in branch_heads.values():
+            layout.stack.append(box.id)
+        elif box.output.part != "exit" and box.output.op != "head":
+            _place(layout, box, 0)
+    for box in exits:
+        source = owner[box.output.inputs[0]]
+        index = next(i for i, c in enumerate(layout.columns) if source in c.cells) + 1
+        while index < len(layout.columns) and layout.columns[index].group == ("exit",):
+            index += 1
+        cells = [None, box.id, branch_heads.get(box.output.id)]
+        layout.columns.insert(index, Column(cells, ("exit",)))
+    return layout
+
+
+def stripe_variant(ir: NestIR) -> str:
+    """Which stripe view explains the schedule: `cascade` (exits), `depth` or `width_depth`
+    (several depth levels, without or with stripes), `width` (stripes only), or `none` for a
+    network without nesting (one stripe per layer, one level), drawn as the block view."""
+    layers = [layer for layer in ir.layers.values() if layer.op != "head"]
+    if any(layer.part == "exit" for layer in layers):
+        return "cascade"
+    widened = any(len(layer.stripes) > 1 for layer in layers)
+    if max(layer.level for layer in layers) > 1:
+        return "width_depth" if widened else "depth"
+    return "width" if widened else "none"
+
+
+LAYOUTS: Mapping[str, Callable[[NestIR], RowLayout]] = {
+    "depth": depth_layout,
+    "width_depth": depth_layout,
+    "cascade": cascade_layout,
+}
+"""Stripe-view variant → its row layout (the width variant draws unit edges instead)."""
+
+
+PLACEHOLDER: Mapping[str, str] = {
+    "style": "invis",
+    "label": "",
+    "shape": "point",
+    "width": "0.1",
+    "height": "0.1",
+}
+"""An empty grid cell: keeps its row's chain straight where the row has no box."""
+ROW_CHAIN: Mapping[str, str] = {"style": "invis", "weight": "10"}
+ROW_NAME: Mapping[str, str] = {"shape": "plaintext", "fontsize": "9", "fontcolor": "#707070"}
+
+
+def _cell_ids(layout: RowLayout) -> list[list[str]]:
+    """Every grid cell's node id, a row-name column first; empty cells get a placeholder id
+    (`#c3.r1`: `#` never starts a layer id, so they cannot collide)."""
+    names = [[f"#row{r}" for r in range(len(layout.rows))]]
+    return names + [
+        [cell or f"#c{c}.r{r}" for r, cell in enumerate(column.cells)]
+        for c, column in enumerate(layout.columns)
+    ]
+
+
+def grid_lines(layout: RowLayout) -> list[str]:
+    """The DOT that holds the grid: row names, placeholders, each column one rank with its
+    rows in order (invisible flat edges), each row an invisible weighted chain kept straight
+    by a `group`, heads stacked after the last column."""
+    grid = _cell_ids(layout)
+    lines = [
+        f"  {quote(f'#row{r}')} {attrs({**ROW_NAME, 'label': name})};"
+        for r, name in enumerate(layout.rows)
+    ]
+    for column in grid:
+        for r, cell in enumerate(column):
+            extra = PLACEHOLDER if cell.startswith("#c") else {}
+            lines.append(f"  {quote(cell)} {attrs({**extra, 'group': f'row{r}'})};")
+        lines.append(f"  {{rank=same; {' -> '.join(map(quote, column))} {attrs(ROW_CHAIN)};}}")
+    for r in range(len(layout.rows)):
+        lines.append(f"  {' -> '.join(quote(c[r]) for c in grid)} {attrs(ROW_CHAIN)};")
+    if layout.stack:
+        heads = " -> ".join(map(quote, layout.stack))
+        lines.append(f"  {quote(grid[-1][0])} -> {quote(layout.stack[0])} {attrs(ROW_CHAIN)};")
+        lines.append(f"  {{rank=same; {heads} {attrs(ROW_CHAIN)};}}")
+    return lines
