@@ -37,8 +37,9 @@ def test_stage_out_of_range(tmp_path: Path) -> None:
 
 def test_stripes_and_pruned(tmp_path: Path) -> None:
     ir = build_ir(load(SPECS / "digits_width_depth.nest"))
-    code, text, _ = draw(tmp_path, "digits_width_depth.nest", "--stripes", "--show-pruned")
-    assert code == 0 and text == to_dot(ir, stripes=True, show_pruned=True)
+    flags = ("--stripes", "--show-pruned", "--expand")
+    code, text, _ = draw(tmp_path, "digits_width_depth.nest", *flags)
+    assert code == 0 and text == to_dot(ir, stripes=True, show_pruned=True, collapse=False)
     assert ':"u0":e -> ' in text and "pruned back-edge" in text
 
 

@@ -29,9 +29,10 @@ from nestdsl.draw.nodes import (
     unit_edges,
     unit_key,
     wants_stripes,
+    width_boxes,
 )
 from nestdsl.draw.palette import StageColour, stage_colours
-from nestdsl.draw.rows import LAYOUTS, RowLayout, grid_lines, stripe_variant
+from nestdsl.draw.rows import LAYOUTS, RowLayout, grid_lines, shown_edges, stripe_variant
 from nestdsl.draw.syntax import attrs as _attrs
 from nestdsl.draw.syntax import quote as _id
 from nestdsl.glossary import human
@@ -216,7 +217,8 @@ def _box_label(
             else _chain(box.layers, layer.channels)
         )
         if box.repeat > 1:
-            title, kind = f"{first} … {box.last} × {box.repeat}", []
+            end = box.last.rsplit(".", 1)[-1] if box.short else box.last
+            title, kind = f"{first}{'–' if box.short else ' … '}{end} × {box.repeat}", []
         else:
             title, kind = first, [layer.unit] if layer.unit else []
         lines = [*kind, *chain, *_lead_note(box)]
@@ -292,7 +294,7 @@ def _legend(
     caption: str,
     colours: Mapping[int, StageColour],
     highlight: int | None,
-    by_unit: bool,
+    styles: tuple[str, ...],
 ) -> str:
     """The graph's label: the caption over a legend with a column per stage (its colour,
     parameters and FLOPs of D_k alone, from :mod:`nestdsl.cost`; the highlighted stage in
@@ -318,14 +320,13 @@ def _legend(
     )
     params = "".join(cell(human(c.params), c.stage) for c in costs)
     flops = "".join(cell(human(c.flops), c.stage) for c in costs)
-    styles = "    ".join(EDGE_KEYS[by_unit])
     span = len(costs) + 1
     rows = [
         f'<tr><td align="left" colspan="{span}">{escape(caption)}</td></tr>',
         f"<tr><td></td>{names}</tr>",
         f'<tr><td align="left">{small.format("params")}</td>{params}</tr>',
         f'<tr><td align="left">{small.format("FLOPs (MACs)")}</td>{flops}</tr>',
-        f'<tr><td align="left" colspan="{span}">{small.format(styles)}</td></tr>',
+        f'<tr><td align="left" colspan="{span}">{small.format("    ".join(styles))}</td></tr>',
     ]
     return (
         '<<table border="0" cellborder="0" cellspacing="1" cellpadding="2">'
@@ -374,17 +375,22 @@ class View:
 
 
 def _choose_view(ir: NestIR, *, collapse: bool, stripes: bool | None) -> View:
-    """The block view (folded or, without ``collapse``, expanded) or the stripe view that
-    fits the schedule (:func:`~nestdsl.draw.rows.stripe_variant`); ``stripes=None`` picks
-    the stripe view for small width-nested networks in the block view."""
+    """The block view (folded or, without ``collapse``, expanded), or a stripe view: with
+    ``collapse`` the one that explains the schedule (:func:`~nestdsl.draw.rows.
+    stripe_variant`), without it every layer by unit with every unit edge. ``stripes=None``
+    picks the stripe view for small width-nested networks in the block view."""
     wanted = wants_stripes(ir) and collapse if stripes is None else stripes
-    variant = stripe_variant(ir) if wanted else "none"
+    if not wanted:
+        return View(boxes(ir, collapse=collapse))
+    if not collapse:
+        return View(boxes(ir, collapse=False), by_unit=True)
+    variant = stripe_variant(ir)
     if variant in LAYOUTS:
         layout = LAYOUTS[variant](ir)
         return View(layout.boxes, layout=layout)
     if variant == "width":
-        return View(boxes(ir, collapse=False), by_unit=True)
-    return View(boxes(ir, collapse=collapse))
+        return View(width_boxes(ir), by_unit=True)
+    return View(boxes(ir, collapse=True))  # no nesting: nothing to show by unit
 
 
 def _graph_line(ir: NestIR, view: View, legend: str) -> str:
@@ -462,8 +468,18 @@ def to_dot(
     colours = _faded(palette, stage)
     drawn = view.boxes
     kept = edges(ir, drawn)
+    if view.layout is not None:
+        kept = shown_edges(view.layout, kept)
     first_stage = {box.id: min(ir.layers[m].stage for m in box.members) for box in drawn}
-    legend = _legend(ir, _caption(ir, title, stage), palette, stage, view.by_unit)
+    single = {box.id for box in drawn if box.members == (box.id,)} if view.by_unit else set()
+    pairs = [
+        edge
+        for edge in unit_edges(ir, pruned=show_pruned)
+        if edge.source[0] in single and edge.target[0] in single
+    ]
+    kept = [edge for edge in kept if not {edge.source, edge.target} <= single]
+    styles = (EDGE_KEYS[True] if pairs else ()) + (EDGE_KEYS[False] if kept else ())
+    legend = _legend(ir, _caption(ir, title, stage), palette, stage, styles)
     lines = [
         f"digraph {_id(ir.name)} {{",
         _graph_line(ir, view, legend),
@@ -471,18 +487,14 @@ def to_dot(
         "  edge " + _attrs({"arrowsize": "0.6", "fontname": FONT}) + ";",
         *_node_lines(ir, view, colours),
     ]
-    if view.by_unit:
-        pairs = unit_edges(ir, pruned=show_pruned)
-        lines.extend(_unit_edge_line(ir, edge, stage) for edge in pairs)
-    else:
-        lines.extend(
-            _edge_line(
-                edge,
-                stage is not None
-                and max(first_stage[edge.source], first_stage[edge.target]) > stage,
-            )
-            for edge in kept
+    lines.extend(_unit_edge_line(ir, edge, stage) for edge in pairs)
+    lines.extend(
+        _edge_line(
+            edge,
+            stage is not None and max(first_stage[edge.source], first_stage[edge.target]) > stage,
         )
+        for edge in kept
+    )
     if view.layout is None:
         lines.extend(_ordering_edges(drawn, {(e.source, e.target) for e in kept}))
         lines.extend(_rank_groups(ir, drawn))

@@ -14,6 +14,7 @@ the layers' structure fields (block, position, part, unit), never from their ids
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from nestdsl.ast import BLOCK_KINDS
@@ -50,6 +51,8 @@ class Box:
     """The last unit drawn by a run, block or fold (`s1.4` for s1.2 … s1.4); else empty."""
     lead: Unit = ()
     """A whole chain block: its first unit (which may differ by stride or projection)."""
+    short: bool = False
+    """Title a run compactly (`s1.9–25 × 3`): the row views put many of them in a row."""
     folded: bool = False
     """A folded stretch of a long block: its units differ (stages, skips), so the box shows
     the stages it holds rather than one unit's stripes."""
@@ -306,11 +309,48 @@ def unit_edges(ir: NestIR, *, pruned: bool) -> list[UnitEdge]:
     return found
 
 
+def _fits_by_unit(ir: NestIR) -> bool:
+    """Every layer by unit stays readable: few layers and kept unit edges."""
+    small = len(ir.layers) <= STRIPES_MAX_LAYERS
+    return small and len(unit_edges(ir, pruned=False)) <= STRIPES_MAX_EDGES
+
+
+def _layer_boxes(ir: NestIR, members: Iterable[str]) -> list[Box]:
+    return [Box(member, (ir.layers[member],), (member,)) for member in members]
+
+
+def _split_first_unit(ir: NestIR, box: Box) -> list[Box]:
+    """A block-view box as its first unit's layers, one box each, then a box for the rest
+    of its units (a "× n" run, or the one unit left)."""
+    first = box.lead or box.layers
+    ids = {layer.id for layer in first}
+    rest = tuple(member for member in box.members if member not in ids)
+    head = _layer_boxes(ir, [layer.id for layer in first])
+    if not rest:
+        return head
+    start, end = ir.layers[rest[0]].position, ir.layers[rest[-1]].position
+    if box.repeat == 2:
+        return [*head, Box(f"{box.block}.{start}", box.layers, rest)]
+    return [*head, Box(f"{box.block}.{start}-{end}", box.layers, rest, box.repeat - 1, box.last)]
+
+
+def width_boxes(ir: NestIR) -> list[Box]:
+    """The width stripe view's boxes: every layer when the network is small enough to read
+    by unit; else the stem and the first unit of the first block by layer (Figure 5's
+    pattern, once) and the rest as the block view draws it."""
+    if _fits_by_unit(ir):
+        return boxes(ir, collapse=False)
+    drawn = boxes(ir, collapse=True)
+    first = next(i for i, box in enumerate(drawn) if box.block is not None)
+    before = [member for box in drawn[:first] for member in box.members]
+    opened = _layer_boxes(ir, before) + _split_first_unit(ir, drawn[first])
+    return opened + drawn[first + 1 :]
+
+
 def wants_stripes(ir: NestIR) -> bool:
     """Small width-nested networks read best by unit (Figure 5): some layer has several
     stripes, every layer exists from stage 1 (with depth levels or exits the skip edges of
     every unit tangle), and the kept unit edges and layers stay within the readable budget."""
     widened = any(len(layer.stripes) > 1 for layer in ir.layers.values())
     widened &= all(layer.stage == 1 for layer in ir.layers.values() if layer.op != "head")
-    small = len(ir.layers) <= STRIPES_MAX_LAYERS
-    return widened and small and len(unit_edges(ir, pruned=False)) <= STRIPES_MAX_EDGES
+    return widened and _fits_by_unit(ir)

@@ -5,7 +5,7 @@ interlaced layers of each deeper level in the row below at their pipeline positi
 growth (Figures 6-7) the same way with each layer's stripes stacked; a cascade (Figure 2) as
 one trunk with its exit branches hanging below it. A :class:`RowLayout` places the diagram's
 boxes in such a grid: columns in pipeline order, one row per depth level (or trunk, exits and
-their heads), heads of a pipeline stacked at the right. Repetition is folded per row: the
+their heads). Repetition is folded per row: the
 first long block shows one period of the interlacing, after which each block's remaining
 units of one stage are one "× n" box, so every level (or cascade segment) reads as one box
 per block. Edges stay layer to layer (the paper's simplification), merged onto boxes.
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from nestdsl.draw.nodes import Box, pattern_length, unit_boxes, unit_key
+from nestdsl.draw.nodes import Box, Edge, pattern_length, unit_boxes, unit_key
 from nestdsl.draw.syntax import attrs, quote
 from nestdsl.ir.model import NestIR
 
@@ -32,14 +32,12 @@ class Column:
 
 @dataclass
 class RowLayout:
-    """Where each box of a row view sits: grid columns, heads stacked at the right."""
+    """Where each box of a row view sits: grid columns, a cell per row."""
 
     boxes: list[Box]
     rows: tuple[str, ...]
     """A name per row, shown at its left (`level 2 · d2`, `trunk`)."""
     columns: list[Column] = field(default_factory=list)
-    stack: list[str] = field(default_factory=list)
-    """Heads fed by the pipeline's end, in stage order, one above the other."""
 
 
 def _fold(ir: NestIR, block: list[Box]) -> list[Box]:
@@ -57,7 +55,8 @@ def _fold(ir: NestIR, block: list[Box]) -> list[Box]:
         first, last = unit_key(group[0].layers[0]), unit_key(group[-1].layers[0])
         assert first is not None and last is not None
         box_id = f"{first[0]}.{first[1]}-{last[1]}"
-        folded.append(Box(box_id, group[0].layers, members, len(group), f"{last[0]}.{last[1]}"))
+        last_id = f"{last[0]}.{last[1]}"
+        folded.append(Box(box_id, group[0].layers, members, len(group), last_id, short=True))
     return sorted(folded, key=lambda box: box.layers[0].position)
 
 
@@ -138,28 +137,28 @@ CASCADE_ROWS = ("trunk", "exits", "")
 
 
 def cascade_layout(ir: NestIR) -> RowLayout:
-    """Figure 2: the trunk in the top row; each exit branch in a column of its own right
-    after the trunk box it reads, its head below it; the last head at the trunk's end."""
+    """Figure 2: the trunk in the top row, each exit hanging below the trunk box it reads
+    and its head below it (a second exit reading the same box gets the next column); the
+    last head at the trunk's end."""
     layout = RowLayout(row_boxes(ir), CASCADE_ROWS)
     owner = {member: box.id for box in layout.boxes for member in box.members}
-    exits = [box for box in layout.boxes if box.output.part == "exit"]
     branch_heads = {
         box.output.inputs[0]: box.id
         for box in layout.boxes
         if box.output.op == "head" and ir.layers[box.output.inputs[0]].part == "exit"
     }
     for box in layout.boxes:
-        if box.output.op == "head" and box.id not in branch_heads.values():
-            layout.stack.append(box.id)
-        elif box.output.part != "exit" and box.output.op != "head":
+        if box.output.part != "exit" and box.id not in branch_heads.values():
             _place(layout, box, 0)
-    for box in exits:
+    for box in layout.boxes:
+        if box.output.part != "exit":
+            continue
         source = owner[box.output.inputs[0]]
-        index = next(i for i, c in enumerate(layout.columns) if source in c.cells) + 1
-        while index < len(layout.columns) and layout.columns[index].group == ("exit",):
+        index = next(i for i, c in enumerate(layout.columns) if source in c.cells)
+        if layout.columns[index].cells[1] is not None:
             index += 1
-        cells = [None, box.id, branch_heads.get(box.output.id)]
-        layout.columns.insert(index, Column(cells, ("exit",)))
+            layout.columns.insert(index, Column([None] * len(CASCADE_ROWS)))
+        layout.columns[index].cells[1:] = [box.id, branch_heads.get(box.output.id)]
     return layout
 
 
@@ -182,6 +181,20 @@ LAYOUTS: Mapping[str, Callable[[NestIR], RowLayout]] = {
     "cascade": cascade_layout,
 }
 """Stripe-view variant → its row layout (the width variant draws unit edges instead)."""
+
+
+LONG_SKIP = 2
+"""Input rank from which a connection is a long skip (distance 4 and more in SparseNet)."""
+
+
+def shown_edges(layout: RowLayout, found: list[Edge]) -> list[Edge]:
+    """The edges a row view draws: long skips only between boxes of single units, so the
+    pattern shows them once and the folds ("× n") read like the paper's figures, where
+    "connections across intermediate layers are hidden" (Figures 6-7)."""
+    folded = {box.id for box in layout.boxes if box.repeat > 1}
+    return [
+        edge for edge in found if edge.skip < LONG_SKIP or not {edge.source, edge.target} & folded
+    ]
 
 
 PLACEHOLDER: Mapping[str, str] = {
@@ -209,7 +222,7 @@ def _cell_ids(layout: RowLayout) -> list[list[str]]:
 def grid_lines(layout: RowLayout) -> list[str]:
     """The DOT that holds the grid: row names, placeholders, each column one rank with its
     rows in order (invisible flat edges), each row an invisible weighted chain kept straight
-    by a `group`, heads stacked after the last column."""
+    by a `group`."""
     grid = _cell_ids(layout)
     lines = [
         f"  {quote(f'#row{r}')} {attrs({**ROW_NAME, 'label': name})};"
@@ -222,8 +235,4 @@ def grid_lines(layout: RowLayout) -> list[str]:
         lines.append(f"  {{rank=same; {' -> '.join(map(quote, column))} {attrs(ROW_CHAIN)};}}")
     for r in range(len(layout.rows)):
         lines.append(f"  {' -> '.join(quote(c[r]) for c in grid)} {attrs(ROW_CHAIN)};")
-    if layout.stack:
-        heads = " -> ".join(map(quote, layout.stack))
-        lines.append(f"  {quote(grid[-1][0])} -> {quote(layout.stack[0])} {attrs(ROW_CHAIN)};")
-        lines.append(f"  {{rank=same; {heads} {attrs(ROW_CHAIN)};}}")
     return lines
