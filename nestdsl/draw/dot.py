@@ -372,6 +372,8 @@ class View:
     """Width stripe view: unit-to-unit edges between stripe cells (Figure 5)."""
     layout: RowLayout | None = None
     """Row views (depth, width-depth, cascade): a grid instead of block clusters."""
+    ranksep: str = "0.15"
+    """Inches between columns: unit edges fan out between stripe cells and need room."""
 
 
 def _choose_view(ir: NestIR, *, collapse: bool, stripes: bool | None) -> View:
@@ -383,20 +385,20 @@ def _choose_view(ir: NestIR, *, collapse: bool, stripes: bool | None) -> View:
     if not wanted:
         return View(boxes(ir, collapse=collapse))
     if not collapse:
-        return View(boxes(ir, collapse=False), by_unit=True)
+        return View(boxes(ir, collapse=False), by_unit=True, ranksep="0.6")
     variant = stripe_variant(ir)
     if variant in LAYOUTS:
         layout = LAYOUTS[variant](ir)
-        return View(layout.boxes, layout=layout)
+        return View(layout.boxes, layout=layout, ranksep="0.25")
     if variant == "width":
-        return View(width_boxes(ir), by_unit=True)
+        drawn = width_boxes(ir)
+        every = len(drawn) == len(ir.layers)
+        return View(drawn, by_unit=True, ranksep="0.6" if every else "0.3")
     return View(boxes(ir, collapse=True))  # no nesting: nothing to show by unit
 
 
 def _graph_line(ir: NestIR, view: View, legend: str) -> str:
-    spacing = {"nodesep": "0.2", "ranksep": "0.6" if view.by_unit else "0.15"}
-    if view.layout is not None:
-        spacing = {"nodesep": "0.25", "ranksep": "0.25"}
+    spacing = {"nodesep": "0.2" if view.layout is None else "0.25", "ranksep": view.ranksep}
     graph = {
         "rankdir": "LR",
         "label": legend,

@@ -31,6 +31,8 @@ STEM_PARTS: dict[str, tuple[str, int]] = {"stem": ("stem", 0), "pool": ("stem", 
 STRIPES_MAX_LAYERS = 16
 STRIPES_MAX_EDGES = 150
 """Up to these sizes a width-nested network is drawn by unit (stripe view) by default."""
+OPEN_LAYERS = 8
+"""A bigger width-nested network's stripe view draws about this many layers by unit."""
 
 Unit = tuple[Layer, ...]
 """The layers of one repeated unit of a block: a residual unit, or one plain/sparse layer."""
@@ -329,22 +331,28 @@ def _split_first_unit(ir: NestIR, box: Box) -> list[Box]:
     if not rest:
         return head
     start, end = ir.layers[rest[0]].position, ir.layers[rest[-1]].position
+    unit = tuple(ir.layers[member] for member in rest if ir.layers[member].position == start)
     if box.repeat == 2:
-        return [*head, Box(f"{box.block}.{start}", box.layers, rest)]
-    return [*head, Box(f"{box.block}.{start}-{end}", box.layers, rest, box.repeat - 1, box.last)]
+        return [*head, Box(f"{box.block}.{start}", unit, rest)]
+    return [*head, Box(f"{box.block}.{start}-{end}", unit, rest, box.repeat - 1, box.last)]
 
 
 def width_boxes(ir: NestIR) -> list[Box]:
     """The width stripe view's boxes: every layer when the network is small enough to read
-    by unit; else the stem and the first unit of the first block by layer (Figure 5's
-    pattern, once) and the rest as the block view draws it."""
+    by unit; else by layer up to the first unit of several layers (or OPEN_LAYERS layers):
+    Figure 5's pattern, once; the rest as the block view draws it."""
     if _fits_by_unit(ir):
         return boxes(ir, collapse=False)
     drawn = boxes(ir, collapse=True)
-    first = next(i for i, box in enumerate(drawn) if box.block is not None)
-    before = [member for box in drawn[:first] for member in box.members]
-    opened = _layer_boxes(ir, before) + _split_first_unit(ir, drawn[first])
-    return opened + drawn[first + 1 :]
+    opened: list[Box] = []
+    for index, box in enumerate(drawn):
+        if box.block is None:
+            opened.extend(_layer_boxes(ir, box.members))
+            continue
+        opened.extend(_split_first_unit(ir, box))
+        if len(box.lead or box.layers) > 1 or len(opened) >= OPEN_LAYERS:
+            return opened + drawn[index + 1 :]
+    return opened
 
 
 def wants_stripes(ir: NestIR) -> bool:
