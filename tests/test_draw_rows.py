@@ -121,3 +121,12 @@ def test_expand_keeps_every_unit_edge() -> None:
     dot = to_dot(ir, stripes=True, collapse=False)
     assert dot.count(':"u') // 2 == ir.graph.number_of_edges()
     assert set(node_ids(dot)) == set(ir.layers)
+
+
+def test_stage_highlight_fades_later_levels() -> None:
+    """`--stage 1` on the depth rows: level 1 keeps its colour, later levels grey out."""
+    dot = to_dot(make_ir("depth"), stripes=True, stage=1)
+    lines = {i: line for line in dot.splitlines() for i in node_ids(line)}
+    assert 'bgcolor="#eeeeee"' not in lines["s1.1"]
+    assert 'bgcolor="#eeeeee"' in lines["s1.3"] and 'bgcolor="#eeeeee"' in lines["s1.2"]
+    assert "D1 (d1) highlighted" in dot

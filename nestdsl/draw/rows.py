@@ -5,16 +5,18 @@ interlaced layers of each deeper level in the row below at their pipeline positi
 growth (Figures 6-7) the same way with each layer's stripes stacked; a cascade (Figure 2) as
 one trunk with its exit branches hanging below it. A :class:`RowLayout` places the diagram's
 boxes in such a grid: columns in pipeline order, one row per depth level (or trunk, exits and
-their heads). Repetition is folded per row: the
-first long block shows one period of the interlacing, after which each block's remaining
-units of one stage are one "× n" box, so every level (or cascade segment) reads as one box
-per block. Edges stay layer to layer (the paper's simplification), merged onto boxes.
+their heads). Repetition is folded per row: the first long block shows one period of the
+interlacing, after which each block's remaining units of one stage are one "× n" box, so
+every level (or cascade segment) reads as one box per block. Edges stay layer to layer (the
+paper's simplification), merged onto boxes; long skips show in the pattern only.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from nestdsl.draw.nodes import Box, Edge, pattern_length, unit_boxes, unit_key
 from nestdsl.draw.syntax import attrs, quote
@@ -40,7 +42,7 @@ class RowLayout:
     columns: list[Column] = field(default_factory=list)
 
 
-def _fold(ir: NestIR, block: list[Box]) -> list[Box]:
+def _fold(block: list[Box]) -> list[Box]:
     """A block's unit boxes after the shown pattern, one "× n" box per stage (a depth level
     or a cascade segment); a stage with a single unit there keeps its box."""
     by_stage: dict[int, list[Box]] = {}
@@ -60,25 +62,27 @@ def _fold(ir: NestIR, block: list[Box]) -> list[Box]:
     return sorted(folded, key=lambda box: box.layers[0].position)
 
 
+def _unit_block(box: Box) -> str | None:
+    """The block of a repeated unit's box; None for the stem, transitions, exits, heads."""
+    return box.block if unit_key(box.layers[0]) is not None else None
+
+
 def row_boxes(ir: NestIR) -> list[Box]:
     """One box per unit (stem and its pooling as one), each block's units after the first
-    pattern folded per stage (:func:`_fold`); the first block long enough shows its pattern."""
+    pattern folded per stage (:func:`_fold`). The first block longer than the pattern
+    (:func:`~nestdsl.draw.nodes.pattern_length`) shows it; shorter blocks are drawn whole."""
     keep = pattern_length(ir)
     drawn: list[Box] = []
-    pending: list[Box] = []
     shown = False
-    for box in [*unit_boxes(ir), None]:
-        in_block = box is not None and unit_key(box.layers[0]) is not None
-        if pending and (not in_block or box is None or box.block != pending[0].block):
-            whole = len(pending) <= keep
-            cut = len(pending) if whole else 0 if shown else keep
-            shown = shown or not whole
-            drawn.extend(pending[:cut] + _fold(ir, pending[cut:]))
-            pending = []
-        if box is not None and in_block:
-            pending.append(box)
-        elif box is not None:
-            drawn.append(box)
+    for block, group in itertools.groupby(unit_boxes(ir), key=_unit_block):
+        units = list(group)
+        if block is None:
+            drawn.extend(units)
+            continue
+        whole = len(units) <= keep
+        cut = len(units) if whole else 0 if shown else keep
+        shown = shown or not whole
+        drawn.extend(units[:cut] + _fold(units[cut:]))
     return drawn
 
 
@@ -162,7 +166,10 @@ def cascade_layout(ir: NestIR) -> RowLayout:
     return layout
 
 
-def stripe_variant(ir: NestIR) -> str:
+Variant = Literal["width", "depth", "width_depth", "cascade", "none"]
+
+
+def stripe_variant(ir: NestIR) -> Variant:
     """Which stripe view explains the schedule: `cascade` (exits), `depth` or `width_depth`
     (several depth levels, without or with stripes), `width` (stripes only), or `none` for a
     network without nesting (one stripe per layer, one level), drawn as the block view."""
