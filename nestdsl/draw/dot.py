@@ -57,12 +57,14 @@ FADED = StageColour(fill="#eeeeee", font="#b4b4b4")
 """Units after the highlighted stage (`--stage K`)."""
 FADED_EDGE = "#dddddd"
 PRUNED_EDGE = "#c8c8c8"
+"""Back-edges the stage rule prunes, drawn on request (`--show-pruned`)."""
 EDGE_KEYS: Mapping[bool, tuple[str, ...]] = {
     False: ("── direct input", "- - shortcut / skip 2", "··· longer skip"),
     True: ("── kept unit edge (stage of source ≤ stage of target)", "- - pruned back-edge"),
 }
 """The legend's edge line, by view (layer edges, or unit edges in the stripe view)."""
-"""Back-edges the stage rule prunes, drawn on request (`--show-pruned`)."""
+ROW_EDGE_KEYS = ("── direct input", "- - skip 2", "··· skip 4 and more (in the pattern)")
+"""The row views' edge line: long skips are drawn between single units, not into folds."""
 
 INVISIBLE: Mapping[str, str] = {"style": "invis", "weight": "4"}
 """Keeps interlaced layers of a block in pipeline order, as Figure 3 lays them out."""
@@ -480,7 +482,8 @@ def to_dot(
         if edge.source[0] in single and edge.target[0] in single
     ]
     kept = [edge for edge in kept if not {edge.source, edge.target} <= single]
-    styles = (EDGE_KEYS[True] if pairs else ()) + (EDGE_KEYS[False] if kept else ())
+    layer_keys = EDGE_KEYS[False] if view.layout is None else ROW_EDGE_KEYS
+    styles = (EDGE_KEYS[True] if pairs else ()) + (layer_keys if kept else ())
     legend = _legend(ir, _caption(ir, title, stage), palette, stage, styles)
     lines = [
         f"digraph {_id(ir.name)} {{",
