@@ -2,8 +2,9 @@
 
 The format follows the output suffix (svg, png, pdf via Graphviz; dot/gv writes the source,
 which needs no Graphviz install). Repeated units are folded into "× n" nodes unless
-``--expand`` asks for every layer; ``--stripes`` draws units and their kept edges,
-``--stage K`` highlights one subnetwork.
+``--expand`` asks for every layer; ``--stripes`` draws the view that explains the schedule
+(stripes and kept unit edges, depth rows, cascade exits), ``--stage K`` highlights one
+subnetwork.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ EXAMPLES = """\b
 Examples:
   nestdsl draw specs/digits_width_depth.nest -o arch.svg
   nestdsl draw specs/digits_width.nest -o arch.dot --expand
+  nestdsl draw specs/digits_depth.nest -o levels.svg --stripes
 """
 
 
@@ -49,8 +51,11 @@ def draw_command(
         bool | None,
         typer.Option(
             "--stripes/--no-stripes",
-            help="Draw every unit (layer, stripe) as a cell with the kept unit-to-unit edges "
-            "(the paper's Figure 5). Default: on for small width-nested specs.",
+            help="Draw how the nesting works, picked by the schedule: width as stripe cells "
+            "with the kept unit-to-unit edges (Figure 5), depth as a row per level (Figure 3), "
+            "width-depth as rows of stripes (Figures 6-7), a cascade as trunk and exits "
+            "(Figure 2). With --expand: every unit edge. Default: on for small "
+            "width-nested specs.",
             show_default=False,
         ),
     ] = None,

@@ -37,8 +37,9 @@ def test_stage_out_of_range(tmp_path: Path) -> None:
 
 def test_stripes_and_pruned(tmp_path: Path) -> None:
     ir = build_ir(load(SPECS / "digits_width_depth.nest"))
-    code, text, _ = draw(tmp_path, "digits_width_depth.nest", "--stripes", "--show-pruned")
-    assert code == 0 and text == to_dot(ir, stripes=True, show_pruned=True)
+    flags = ("--stripes", "--show-pruned", "--expand")
+    code, text, _ = draw(tmp_path, "digits_width_depth.nest", *flags)
+    assert code == 0 and text == to_dot(ir, stripes=True, show_pruned=True, collapse=False)
     assert ':"u0":e -> ' in text and "pruned back-edge" in text
 
 
@@ -46,3 +47,9 @@ def test_automatic_stripes_can_be_turned_off(tmp_path: Path) -> None:
     _, auto, _ = draw(tmp_path, "digits_width.nest")
     _, blocks, _ = draw(tmp_path, "digits_width.nest", "--no-stripes")
     assert ':"u0":e -> ' in auto and ':"u0":e -> ' not in blocks
+
+
+def test_stripes_pick_rows_for_depth(tmp_path: Path) -> None:
+    code, text, _ = draw(tmp_path, "digits_depth.nest", "--stripes")
+    assert code == 0 and text == to_dot(build_ir(load(SPECS / "digits_depth.nest")), stripes=True)
+    assert "level 1 · d1" in text and "level 3 · d4" in text and ':"u0":e -> ' not in text

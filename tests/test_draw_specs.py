@@ -1,7 +1,8 @@
-"""Every shipped spec's default diagram: rendered by the real `dot`, readable in size.
+"""Every shipped spec's default and stripe diagrams: rendered by the real `dot`, readable.
 
-Issue 12's bar for the default (block) view: the long side of the PNG fits about 2,000 px
-(Graphviz's default 96 dpi) and at most ~150 edges are drawn, for every spec in specs/.
+Issue 12's bar for the default (block) view and the stripe view (`--stripes`): the long side
+of the PNG fits about 2,000 px (Graphviz's default 96 dpi) and at most ~150 edges are drawn,
+for every spec in specs/.
 """
 
 from __future__ import annotations
@@ -56,4 +57,18 @@ def test_default_view_edge_budget(spec: Path) -> None:
 def test_default_view_renders_within_size(spec: Path, tmp_path: Path) -> None:
     out = tmp_path / f"{spec.stem}.png"
     render(to_dot(build_ir(load(spec))), out)
+    assert max(png_size(out)) <= MAX_SIDE_PX, png_size(out)
+
+
+@pytest.mark.parametrize("spec", every_spec(), ids=spec_id)
+def test_stripe_view_edge_budget(spec: Path) -> None:
+    """`--stripes` picks the view for the schedule and folds it to the same budget."""
+    assert drawn_edges(to_dot(build_ir(load(spec)), stripes=True)) <= MAX_EDGES
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` not installed")
+@pytest.mark.parametrize("spec", every_spec(), ids=spec_id)
+def test_stripe_view_renders_within_size(spec: Path, tmp_path: Path) -> None:
+    out = tmp_path / f"{spec.stem}.png"
+    render(to_dot(build_ir(load(spec)), stripes=True), out)
     assert max(png_size(out)) <= MAX_SIDE_PX, png_size(out)

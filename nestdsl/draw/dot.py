@@ -15,6 +15,7 @@ golden-tested without Graphviz.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from html import escape
 
 from nestdsl import diagnostics
@@ -28,8 +29,12 @@ from nestdsl.draw.nodes import (
     unit_edges,
     unit_key,
     wants_stripes,
+    width_boxes,
 )
 from nestdsl.draw.palette import StageColour, stage_colours
+from nestdsl.draw.rows import LAYOUTS, RowLayout, grid_lines, shown_edges, stripe_variant
+from nestdsl.draw.syntax import attrs as _attrs
+from nestdsl.draw.syntax import quote as _id
 from nestdsl.glossary import human
 from nestdsl.ir.model import Layer, NestIR
 
@@ -52,12 +57,14 @@ FADED = StageColour(fill="#eeeeee", font="#b4b4b4")
 """Units after the highlighted stage (`--stage K`)."""
 FADED_EDGE = "#dddddd"
 PRUNED_EDGE = "#c8c8c8"
+"""Back-edges the stage rule prunes, drawn on request (`--show-pruned`)."""
 EDGE_KEYS: Mapping[bool, tuple[str, ...]] = {
     False: ("── direct input", "- - shortcut / skip 2", "··· longer skip"),
     True: ("── kept unit edge (stage of source ≤ stage of target)", "- - pruned back-edge"),
 }
 """The legend's edge line, by view (layer edges, or unit edges in the stripe view)."""
-"""Back-edges the stage rule prunes, drawn on request (`--show-pruned`)."""
+ROW_EDGE_KEYS = ("── direct input", "- - skip 2", "··· skip 4 and more (in the pattern)")
+"""The row views' edge line: long skips are drawn between single units, not into folds."""
 
 INVISIBLE: Mapping[str, str] = {"style": "invis", "weight": "4"}
 """Keeps interlaced layers of a block in pipeline order, as Figure 3 lays them out."""
@@ -107,20 +114,6 @@ SHORT: Mapping[str, Callable[[Layer], str]] = {
     "dropout": lambda layer: "drop",
 }
 """Op → the compact form used in the chain of a collapsed run (`3×3 → 3×3 → ⊕`)."""
-
-
-def _attrs(attributes: Mapping[str, str]) -> str:
-    """`[a="1", b="2"]` with sorted keys; HTML labels (`<…>`) are written unquoted."""
-    parts = []
-    for key in sorted(attributes):
-        value = attributes[key]
-        quoted = value if value.startswith("<") else '"' + value.replace('"', '\\"') + '"'
-        parts.append(f"{key}={quoted}")
-    return "[" + ", ".join(parts) + "]"
-
-
-def _id(name: str) -> str:
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _cell(text: str, attributes: Mapping[str, str]) -> str:
@@ -226,7 +219,8 @@ def _box_label(
             else _chain(box.layers, layer.channels)
         )
         if box.repeat > 1:
-            title, kind = f"{first} … {box.last} × {box.repeat}", []
+            end = box.last.rsplit(".", 1)[-1] if box.short else box.last
+            title, kind = f"{first}{'–' if box.short else ' … '}{end} × {box.repeat}", []
         else:
             title, kind = first, [layer.unit] if layer.unit else []
         lines = [*kind, *chain, *_lead_note(box)]
@@ -302,7 +296,7 @@ def _legend(
     caption: str,
     colours: Mapping[int, StageColour],
     highlight: int | None,
-    by_unit: bool,
+    styles: tuple[str, ...],
 ) -> str:
     """The graph's label: the caption over a legend with a column per stage (its colour,
     parameters and FLOPs of D_k alone, from :mod:`nestdsl.cost`; the highlighted stage in
@@ -328,14 +322,13 @@ def _legend(
     )
     params = "".join(cell(human(c.params), c.stage) for c in costs)
     flops = "".join(cell(human(c.flops), c.stage) for c in costs)
-    styles = "    ".join(EDGE_KEYS[by_unit])
     span = len(costs) + 1
     rows = [
         f'<tr><td align="left" colspan="{span}">{escape(caption)}</td></tr>',
         f"<tr><td></td>{names}</tr>",
         f'<tr><td align="left">{small.format("params")}</td>{params}</tr>',
         f'<tr><td align="left">{small.format("FLOPs (MACs)")}</td>{flops}</tr>',
-        f'<tr><td align="left" colspan="{span}">{small.format(styles)}</td></tr>',
+        f'<tr><td align="left" colspan="{span}">{small.format("    ".join(styles))}</td></tr>',
     ]
     return (
         '<<table border="0" cellborder="0" cellspacing="1" cellpadding="2">'
@@ -372,58 +365,66 @@ def _faded(colours: Mapping[int, StageColour], highlight: int | None) -> dict[in
     }
 
 
-def to_dot(
-    ir: NestIR,
-    *,
-    collapse: bool = True,
-    title: str | None = None,
-    stage: int | None = None,
-    stripes: bool | None = None,
-    show_pruned: bool = False,
-) -> str:
-    """The architecture as DOT source.
+@dataclass(frozen=True)
+class View:
+    """What one call draws: the boxes, and how they are arranged and connected."""
 
-    ``collapse`` gives the block view (units, runs and long blocks folded), else every
-    layer. ``stripes`` draws every layer with its units as stacked cells and the kept
-    unit-to-unit edges (Figure 5), plus the pruned back-edges greyed with ``show_pruned``;
-    ``None`` picks it for small width-nested networks in the block view
-    (:func:`~nestdsl.draw.nodes.wants_stripes`). ``stage`` highlights the subnetwork
-    D_stage and greys out every later unit, edge and head.
-    """
-    _check_stage(ir, stage)
-    by_unit = wants_stripes(ir) and collapse if stripes is None else stripes
-    palette = stage_colours(ir)
-    colours = _faded(palette, stage)
-    drawn = boxes(ir, collapse=collapse and not by_unit)
-    kept = edges(ir, drawn)
-    first_stage = {box.id: min(ir.layers[m].stage for m in box.members) for box in drawn}
-    caption = _caption(ir, title, stage)
-    lines = [
-        f"digraph {_id(ir.name)} {{",
-        "  graph "
-        + _attrs(
-            {
-                "rankdir": "LR",
-                "label": _legend(ir, caption, palette, stage, by_unit),
-                "labelloc": "t",
-                "labeljust": "l",
-                "fontname": FONT,
-                "fontsize": "14",
-                "nodesep": "0.2",
-                "ranksep": "0.6" if by_unit else "0.15",
-                "newrank": "true",
-            }
-        )
-        + ";",
-        "  node " + _attrs({"shape": "plain", "fontname": FONT, "fontsize": "10"}) + ";",
-        "  edge " + _attrs({"arrowsize": "0.6", "fontname": FONT}) + ";",
-    ]
+    boxes: list[Box]
+    by_unit: bool = False
+    """Width stripe view: unit-to-unit edges between stripe cells (Figure 5)."""
+    layout: RowLayout | None = None
+    """Row views (depth, width-depth, cascade): a grid instead of block clusters."""
+    ranksep: str = "0.15"
+    """Inches between columns: unit edges fan out between stripe cells and need room."""
+
+
+def _choose_view(ir: NestIR, *, collapse: bool, stripes: bool | None) -> View:
+    """The block view (folded or, without ``collapse``, expanded), or a stripe view: with
+    ``collapse`` the one that explains the schedule (:func:`~nestdsl.draw.rows.
+    stripe_variant`), without it every layer by unit with every unit edge. ``stripes=None``
+    picks the stripe view for small width-nested networks in the block view."""
+    wanted = wants_stripes(ir) and collapse if stripes is None else stripes
+    if not wanted:
+        return View(boxes(ir, collapse=collapse))
+    if not collapse:
+        return View(boxes(ir, collapse=False), by_unit=True, ranksep="0.6")
+    variant = stripe_variant(ir)
+    if variant in LAYOUTS:
+        layout = LAYOUTS[variant](ir)
+        return View(layout.boxes, layout=layout, ranksep="0.25")
+    if variant == "width":
+        drawn = width_boxes(ir)
+        every = len(drawn) == len(ir.layers)
+        return View(drawn, by_unit=True, ranksep="0.6" if every else "0.3")
+    return View(boxes(ir, collapse=True))  # no nesting: nothing to show by unit
+
+
+def _graph_line(ir: NestIR, view: View, legend: str) -> str:
+    spacing = {"nodesep": "0.2" if view.layout is None else "0.25", "ranksep": view.ranksep}
+    graph = {
+        "rankdir": "LR",
+        "label": legend,
+        "labelloc": "t",
+        "labeljust": "l",
+        "fontname": FONT,
+        "fontsize": "14",
+        "newrank": "true",
+        **spacing,
+    }
+    return "  graph " + _attrs(graph) + ";"
+
+
+def _node_lines(ir: NestIR, view: View, colours: Mapping[int, StageColour]) -> list[str]:
+    """Boxes grouped into block clusters; a row view's boxes without clusters (a cluster
+    would pull its boxes out of their rows), placed by the grid."""
+    lines: list[str] = []
     clusters: dict[str | None, list[Box]] = {}
-    for box in drawn:
-        clusters.setdefault(_cluster_of(box), []).append(box)
+    for box in view.boxes:
+        key = None if view.layout is not None else _cluster_of(box)
+        clusters.setdefault(key, []).append(box)
     for name, members in clusters.items():
         node_lines = [
-            f"  {_id(box.id)} {_attrs({'label': _box_label(box, ir, colours, by_unit)})};"
+            f"  {_id(box.id)} {_attrs({'label': _box_label(box, ir, colours, view.by_unit)})};"
             for box in members
         ]
         if name is None:
@@ -440,19 +441,67 @@ def to_dot(
         lines.append("    graph " + _attrs(style) + ";")
         lines.extend("  " + line for line in node_lines)
         lines.append("  }")
-    if by_unit:
-        pairs = unit_edges(ir, pruned=show_pruned)
-        lines.extend(_unit_edge_line(ir, edge, stage) for edge in pairs)
-    else:
-        lines.extend(
-            _edge_line(
-                edge,
-                stage is not None
-                and max(first_stage[edge.source], first_stage[edge.target]) > stage,
-            )
-            for edge in kept
+    if view.layout is not None:
+        lines.extend(grid_lines(view.layout))
+    return lines
+
+
+def to_dot(
+    ir: NestIR,
+    *,
+    collapse: bool = True,
+    title: str | None = None,
+    stage: int | None = None,
+    stripes: bool | None = None,
+    show_pruned: bool = False,
+) -> str:
+    """The architecture as DOT source.
+
+    ``collapse`` gives the block view (units, runs and long blocks folded), else every
+    layer. ``stripes`` draws the stripe view that explains the schedule: for width nesting
+    every layer with its units as stacked cells and the kept unit-to-unit edges (Figure 5),
+    plus the pruned back-edges greyed with ``show_pruned``; for depth levels, width-depth
+    growth and cascades the rows of :mod:`nestdsl.draw.rows` (Figures 3, 6-7 and 2).
+    ``None`` picks it for small width-nested networks in the block view
+    (:func:`~nestdsl.draw.nodes.wants_stripes`). ``stage`` highlights the subnetwork
+    D_stage and greys out every later unit, edge and head.
+    """
+    _check_stage(ir, stage)
+    view = _choose_view(ir, collapse=collapse, stripes=stripes)
+    palette = stage_colours(ir)
+    colours = _faded(palette, stage)
+    drawn = view.boxes
+    kept = edges(ir, drawn)
+    if view.layout is not None:
+        kept = shown_edges(view.layout, kept)
+    first_stage = {box.id: min(ir.layers[m].stage for m in box.members) for box in drawn}
+    single = {box.id for box in drawn if box.members == (box.id,)} if view.by_unit else set()
+    pairs = [
+        edge
+        for edge in unit_edges(ir, pruned=show_pruned)
+        if edge.source[0] in single and edge.target[0] in single
+    ]
+    kept = [edge for edge in kept if not {edge.source, edge.target} <= single]
+    layer_keys = EDGE_KEYS[False] if view.layout is None else ROW_EDGE_KEYS
+    styles = (EDGE_KEYS[True] if pairs else ()) + (layer_keys if kept else ())
+    legend = _legend(ir, _caption(ir, title, stage), palette, stage, styles)
+    lines = [
+        f"digraph {_id(ir.name)} {{",
+        _graph_line(ir, view, legend),
+        "  node " + _attrs({"shape": "plain", "fontname": FONT, "fontsize": "10"}) + ";",
+        "  edge " + _attrs({"arrowsize": "0.6", "fontname": FONT}) + ";",
+        *_node_lines(ir, view, colours),
+    ]
+    lines.extend(_unit_edge_line(ir, edge, stage) for edge in pairs)
+    lines.extend(
+        _edge_line(
+            edge,
+            stage is not None and max(first_stage[edge.source], first_stage[edge.target]) > stage,
         )
-    lines.extend(_ordering_edges(drawn, {(e.source, e.target) for e in kept}))
-    lines.extend(_rank_groups(ir, drawn))
+        for edge in kept
+    )
+    if view.layout is None:
+        lines.extend(_ordering_edges(drawn, {(e.source, e.target) for e in kept}))
+        lines.extend(_rank_groups(ir, drawn))
     lines.append("}")
     return "\n".join(lines) + "\n"

@@ -14,6 +14,7 @@ the layers' structure fields (block, position, part, unit), never from their ids
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from nestdsl.ast import BLOCK_KINDS
@@ -30,6 +31,8 @@ STEM_PARTS: dict[str, tuple[str, int]] = {"stem": ("stem", 0), "pool": ("stem", 
 STRIPES_MAX_LAYERS = 16
 STRIPES_MAX_EDGES = 150
 """Up to these sizes a width-nested network is drawn by unit (stripe view) by default."""
+OPEN_LAYERS = 8
+"""A bigger width-nested network's stripe view draws about this many layers by unit."""
 
 Unit = tuple[Layer, ...]
 """The layers of one repeated unit of a block: a residual unit, or one plain/sparse layer."""
@@ -50,6 +53,8 @@ class Box:
     """The last unit drawn by a run, block or fold (`s1.4` for s1.2 … s1.4); else empty."""
     lead: Unit = ()
     """A whole chain block: its first unit (which may differ by stride or projection)."""
+    short: bool = False
+    """Title a run compactly (`s1.9–25 × 3`): the row views put many of them in a row."""
     folded: bool = False
     """A folded stretch of a long block: its units differ (stages, skips), so the box shows
     the stages it holds rather than one unit's stripes."""
@@ -247,6 +252,12 @@ def _fold_blocks(ir: NestIR, drawn: list[Box]) -> list[Box]:
     return [replaced.get(i, box) for i, box in enumerate(drawn) if i not in hidden]
 
 
+def unit_boxes(ir: NestIR) -> list[Box]:
+    """One box per unit (a unit of several layers, a sparse layer, the stem with its
+    pooling) and per other layer, in IR order: nothing joined into runs yet."""
+    return [box for unit in _units(ir) for box in _unit_boxes([unit])]
+
+
 def boxes(ir: NestIR, *, collapse: bool) -> list[Box]:
     """The diagram's nodes in topological order.
 
@@ -300,11 +311,54 @@ def unit_edges(ir: NestIR, *, pruned: bool) -> list[UnitEdge]:
     return found
 
 
+def _fits_by_unit(ir: NestIR) -> bool:
+    """Every layer by unit stays readable: few layers and kept unit edges."""
+    small = len(ir.layers) <= STRIPES_MAX_LAYERS
+    return small and len(unit_edges(ir, pruned=False)) <= STRIPES_MAX_EDGES
+
+
+def _layer_boxes(ir: NestIR, members: Iterable[str]) -> list[Box]:
+    return [Box(member, (ir.layers[member],), (member,)) for member in members]
+
+
+def _split_first_unit(ir: NestIR, box: Box) -> list[Box]:
+    """A block-view box as its first unit's layers, one box each, then a box for the rest
+    of its units (a "× n" run, or the one unit left)."""
+    first = box.lead or box.layers
+    ids = {layer.id for layer in first}
+    rest = tuple(member for member in box.members if member not in ids)
+    head = _layer_boxes(ir, [layer.id for layer in first])
+    if not rest:
+        return head
+    start, end = ir.layers[rest[0]].position, ir.layers[rest[-1]].position
+    unit = tuple(ir.layers[member] for member in rest if ir.layers[member].position == start)
+    if box.repeat == 2:
+        return [*head, Box(f"{box.block}.{start}", unit, rest)]
+    return [*head, Box(f"{box.block}.{start}-{end}", unit, rest, box.repeat - 1, box.last)]
+
+
+def width_boxes(ir: NestIR) -> list[Box]:
+    """The width stripe view's boxes: every layer when the network is small enough to read
+    by unit; else by layer up to the first unit of several layers (or OPEN_LAYERS layers):
+    Figure 5's pattern, once; the rest as the block view draws it."""
+    if _fits_by_unit(ir):
+        return boxes(ir, collapse=False)
+    drawn = boxes(ir, collapse=True)
+    opened: list[Box] = []
+    for index, box in enumerate(drawn):
+        if box.block is None:
+            opened.extend(_layer_boxes(ir, box.members))
+            continue
+        opened.extend(_split_first_unit(ir, box))
+        if len(box.lead or box.layers) > 1 or len(opened) >= OPEN_LAYERS:
+            return opened + drawn[index + 1 :]
+    return opened
+
+
 def wants_stripes(ir: NestIR) -> bool:
     """Small width-nested networks read best by unit (Figure 5): some layer has several
     stripes, every layer exists from stage 1 (with depth levels or exits the skip edges of
     every unit tangle), and the kept unit edges and layers stay within the readable budget."""
     widened = any(len(layer.stripes) > 1 for layer in ir.layers.values())
     widened &= all(layer.stage == 1 for layer in ir.layers.values() if layer.op != "head")
-    small = len(ir.layers) <= STRIPES_MAX_LAYERS
-    return widened and small and len(unit_edges(ir, pruned=False)) <= STRIPES_MAX_EDGES
+    return widened and _fits_by_unit(ir)
