@@ -121,6 +121,20 @@ def cumulative(latencies: list[Latency]) -> list[Latency]:
     return [Latency(samples) for samples in sums]
 
 
+def measure(
+    work: Callable[[], object],
+    device: torch.device,
+    *,
+    repeats: int,
+    warmup: int,
+    clock: Clock = time.perf_counter,
+) -> Latency:
+    """Time ``work`` ``repeats`` times after ``warmup`` untimed runs, synchronising
+    ``device`` around each run."""
+    times = [_timed(work, device, clock) for _ in range(warmup + repeats)]
+    return Latency(tuple(times[warmup:]))
+
+
 def _timed(work: Callable[[], object], device: torch.device, clock: Clock) -> float:
     """Milliseconds ``work`` takes, with the device idle before and after."""
     synchronize(device)
@@ -150,7 +164,7 @@ def _standalone(
     latencies: list[Latency] = []
     for k in range(1, net.num_stages + 1):
         sub = net.subnetwork(k).to(device=reference.device, dtype=reference.dtype).eval()
-        run = partial(sub, x)
-        times = [_timed(run, x.device, clock) for _ in range(warmup + repeats)]
-        latencies.append(Latency(tuple(times[warmup:])))
+        latencies.append(
+            measure(partial(sub, x), x.device, repeats=repeats, warmup=warmup, clock=clock)
+        )
     return latencies
