@@ -132,11 +132,14 @@ def calibrate(confidences: Tensor, costs: Sequence[float], target: float) -> lis
     present = torch.ones(count, dtype=torch.bool)
     thresholds: list[float] = []
     for k in range(stages - 1):
-        leaving = min(round(fractions[k] * count), int(present.sum()))
+        remaining = int(present.sum())
+        leaving = min(round(fractions[k] * count), remaining)
         if leaving == 0:
             thresholds.append(math.inf)
             continue
-        threshold = float(confidences[k][present].topk(leaving).values[-1])
+        threshold = (  # all the rest leave: so must unseen examples, however unsure
+            0.0 if leaving == remaining else float(confidences[k][present].topk(leaving).values[-1])
+        )
         thresholds.append(threshold)
         present &= confidences[k] < threshold
     return thresholds
