@@ -20,6 +20,7 @@ from nestdsl.ir import NestIR
 if TYPE_CHECKING:
     from torch import nn
 
+    from nestdsl.data import DataSplit
     from nestdsl.train.config import TrainConfig
     from nestdsl.train.runs import RunResults
 
@@ -61,6 +62,66 @@ def load_run(path: str | Path) -> TrainedRun:
         net = net.subnetwork(config.standalone)  # type: ignore[operator]
     load_weights(net, weights)
     return TrainedRun(run.path, net.eval(), config, read_results(run.path))
+
+
+@dataclass(frozen=True)
+class Model:
+    """A trained network for inference (``eval``, ``run``), with the data it was trained on.
+
+    ``source`` names where the network came from (the run directory or the spec) in reports;
+    ``data`` and ``seed`` rebuild the run's data, so inputs are preprocessed as in training.
+    """
+
+    net: nn.Module
+    data: str
+    seed: int
+    source: str
+
+    def datasets(self) -> DataSplit:
+        """The run's train / validation / test sets, unaugmented, at the network's input."""
+        from nestdsl.data import build_datasets
+        from nestdsl.train.config_checks import check_classes
+
+        shape = self.net.input_shape
+        split = build_datasets(self.data, shape, augment=False, seed=self.seed)  # type: ignore[arg-type]
+        check_classes(split, int(self.net.num_classes))  # type: ignore[arg-type]
+        return split
+
+
+def load_model(target: Path, *, weights: Path | None = None, data: str | None = None) -> Model:
+    """A run directory, or a spec with ``weights`` (a state-dict file or a run directory).
+
+    ``data`` overrides the data source (for a spec it defaults to the bundled digits, the
+    default of ``nestdsl train``).
+    """
+    if weights is None:
+        if not target.is_dir():
+            _spec_without_weights(target)
+        run = load_run(target)
+        return Model(run.net, data or run.config.data, run.config.seed, str(target))
+    if target.is_dir():
+        _spec_without_weights(target)
+    from nestdsl.compiler import compile as compile_net
+    from nestdsl.data import DEFAULT_SOURCE
+    from nestdsl.load import load
+
+    net = compile_net(load(target))
+    load_weights(net, weights)
+    return Model(net.eval(), data or DEFAULT_SOURCE, 0, str(target))
+
+
+def _spec_without_weights(target: Path) -> NoReturn:
+    raise NestError(
+        [
+            Diagnostic(
+                code="E910",
+                message=f"`{target}` is not a run directory"
+                if not target.is_dir()
+                else f"`{target}` is a run directory, but --weights needs a spec",
+                help="give a finished run directory, or a `.nest` spec with --weights FILE",
+            )
+        ]
+    )
 
 
 def _no_weights(path: Path, final: str) -> NoReturn:
