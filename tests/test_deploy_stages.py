@@ -66,8 +66,9 @@ def test_stage_reads_and_writes_partition_the_work(name: str, specs_dir: Path) -
         assert set(net.stage_reads(k)) <= written, "a read of a unit not computed yet"
         assert (net.ir.heads[k - 1], 0) in writes
         written |= writes
-    assert written == {("input", 0)} | {unit for layer in net.ir.layers.values() for unit in
-                                        layer.units() if layer.op != "input"}
+    assert written == {("input", 0)} | {
+        unit for layer in net.ir.layers.values() for unit in layer.units() if layer.op != "input"
+    }
 
 
 @pytest.fixture(scope="module", params=sorted(KINDS))
