@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import IO
 
 import torch
+from train_toy import TINY_SPEC
 
 from nestdsl.diagnostics import NestError
 from nestdsl.train import RunDir
@@ -68,12 +69,14 @@ class Plan:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one trial saw: the checkpoint the kill left (epochs done, or None), the torn
+    """What one trial saw: whether the kill landed (a time kill may come after the run
+    ended), the checkpoint the kill left (epochs done, or None), the torn
     temporary files it left and whether each, put in the checkpoint's place, is refused
     (T008); how the run was continued; whether it then equals the reference run
     (``equal``); and the temporary files left once it finished."""
 
     plan: Plan
+    killed: bool
     killed_with_checkpoint: int | None
     torn_files: int
     torn_refused: bool
@@ -134,8 +137,8 @@ def reference(spec: Path, out: Path) -> float:
     return time.monotonic() - started
 
 
-def _killed_run(plan: Plan, spec: Path, out: Path) -> None:
-    """Start the victim and let it die as the plan says."""
+def _killed_run(plan: Plan, spec: Path, out: Path) -> bool:
+    """Start the victim and let it die as the plan says; return whether SIGKILL ended it."""
     command = train_command(spec, out)
     if plan.mode == "write":
         hook = [sys.executable, __file__, "hook", str(plan.save), str(plan.fraction), "--"]
@@ -150,8 +153,10 @@ def _killed_run(plan: Plan, spec: Path, out: Path) -> None:
         except subprocess.TimeoutExpired:
             victim.send_signal(signal.SIGKILL)
     _, err = victim.communicate(timeout=TIMEOUT)
-    if plan.mode == "write" and victim.returncode != -signal.SIGKILL:
+    killed = victim.returncode == -signal.SIGKILL
+    if plan.mode == "write" and not killed:
         raise RuntimeError(f"the write hook did not fire ({victim.returncode}):\n{err}")
+    return killed
 
 
 def _checkpoint_left(out: Path) -> int | None:
@@ -209,18 +214,16 @@ def _torn_refused(torn: list[Path], scratch: Path) -> bool:
 
 def run_trial(plan: Plan, spec: Path, out: Path, expected: Path) -> Outcome:
     """Kill, check what was left, continue, compare with the uninterrupted run in ``expected``."""
-    _killed_run(plan, spec, out)
+    killed = _killed_run(plan, spec, out)
     left = _checkpoint_left(out)
     torn = sorted(out.glob(".*.tmp")) if out.is_dir() else []
     refused = _torn_refused(torn, out.with_name(out.name + "-torn"))
     how = _continue(spec, out, left is not None)
     after = len(list(out.glob(".*.tmp")))
-    return Outcome(plan, left, len(torn), refused, how, same_run(expected, out), after)
+    return Outcome(plan, killed, left, len(torn), refused, how, same_run(expected, out), after)
 
 
 def write_spec(directory: Path) -> Path:
-    from train_toy import TINY_SPEC
-
     path = directory / "tiny.nest"
     path.write_text(TINY_SPEC, encoding="utf-8")
     return path
@@ -278,5 +281,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).parent))
     main(sys.argv[1:])
