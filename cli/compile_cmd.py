@@ -2,8 +2,9 @@
 
 The default artifact is a per-stage table (sizes, parameters, MACs) because that is what a
 user designing a schedule iterates on; ``--emit`` switches to other artifacts (the IR dump,
-machine-readable JSON, a ``torch.export`` program of one stage). Artifacts go to stdout or
-``-o FILE``; diagnostics and "wrote ..." notices go to stderr so pipes stay clean.
+machine-readable JSON, a ``torch.export`` program or an ONNX file of one stage, the chain of
+incremental ONNX stage programs). Artifacts go to stdout or ``-o FILE``; diagnostics and
+"wrote ..." notices go to stderr so pipes stay clean.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ Examples:
   nestdsl compile specs/digits_width.nest
   nestdsl compile specs/digits_width.nest --emit json -o costs.json
   nestdsl compile specs/digits_width.nest -e export -k 2 -o d2.pt2 -w runs/dw
+  nestdsl compile specs/digits_width.nest -e onnx -k 2 -o d2.onnx -w runs/dw
+  nestdsl compile specs/digits_width.nest -e onnx-stages -o stages/ -w runs/dw
 """
 
 
@@ -49,7 +52,15 @@ class Emit(str, Enum):
     ir = "ir"
     json = "json"
     export = "export"
+    onnx = "onnx"
+    onnx_stages = "onnx-stages"
     spec = "spec"
+
+
+BINARY_OUTPUTS = {Emit.export: "FILE.pt2", Emit.onnx: "FILE.onnx", Emit.onnx_stages: "DIR"}
+"""Emits that write files (never stdout), and what their -o names."""
+ONE_STAGE = (Emit.export, Emit.onnx)
+"""Emits of one stage, chosen with --stage."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +176,43 @@ TEXT_EMITTERS: dict[Emit, Callable[[Compiled], str]] = {
 }
 
 
+def export_torch(compiled: Compiled, output: Path, stage: int, weights: Path | None) -> str:
+    from nestdsl.trained import export_program
+
+    export_program(compiled.ir, stage, output, weights)
+    return f"wrote {output} (stage {stage}, {compiled.ir.stage_labels[stage - 1]})"
+
+
+def export_onnx(compiled: Compiled, output: Path, stage: int, weights: Path | None) -> str:
+    from nestdsl.deploy import export_onnx as export
+
+    check = export(compiled.ir, stage, output, weights)
+    return (
+        f"wrote {output} (stage {stage}, {compiled.ir.stage_labels[stage - 1]}); onnxruntime "
+        f"matches PyTorch on {check.batch} inputs (largest difference {check.max_abs_diff:.1g})"
+    )
+
+
+def export_onnx_stages(compiled: Compiled, output: Path, stage: int, weights: Path | None) -> str:
+    from nestdsl.deploy import export_stages
+
+    check = export_stages(compiled.ir, output, weights)
+    count = compiled.ir.num_stages
+    return (
+        f"wrote {output}: manifest.json and {count} stage programs; onnxruntime running the "
+        f"chain matches PyTorch's anytime outputs on {check.batch} inputs (largest difference "
+        f"{check.max_abs_diff:.1g})"
+    )
+
+
+BINARY_EMITTERS: dict[Emit, Callable[[Compiled, Path, int, Path | None], str]] = {
+    Emit.export: export_torch,
+    Emit.onnx: export_onnx,
+    Emit.onnx_stages: export_onnx_stages,
+}
+"""Artifacts written to -o with the chosen stage and weights; each returns its notice."""
+
+
 def _write(text: str, output: Path | None) -> None:
     if output is None:
         typer.echo(text, nl=False)
@@ -181,7 +229,9 @@ def compile_command(
             "--emit",
             "-e",
             help="What to write: the per-stage table, the IR dump, per-stage JSON, a "
-            "torch.export program of one stage (needs -o FILE.pt2), or the .nest spec.",
+            "torch.export program of one stage (needs -o FILE.pt2), an ONNX file of one stage "
+            "(-o FILE.onnx), the chain of incremental ONNX stage programs with a manifest (-o "
+            "DIR), or the .nest spec. ONNX needs pip install 'nestdsl[deploy]'.",
             case_sensitive=False,
         ),
     ] = Emit.table,
@@ -202,7 +252,7 @@ def compile_command(
             "-k",
             min=1,
             metavar="K",
-            help="The stage to export with --emit export (default: the last).",
+            help="The stage to export with --emit export or onnx (default: the last).",
             show_default=False,
         ),
     ] = None,
@@ -213,8 +263,8 @@ def compile_command(
             "-w",
             exists=True,
             metavar="PATH",
-            help="With --emit export: trained weights, a run directory (its final.pt) or a "
-            "state-dict file.",
+            help="With --emit export, onnx or onnx-stages: trained weights, a run directory "
+            "(its final.pt) or a state-dict file.",
             show_default=False,
         ),
     ] = None,
@@ -230,22 +280,13 @@ def compile_command(
     ] = None,
 ) -> None:
     """Check SPEC and print its stages: size, parameters, MACs and incremental MACs."""
-    if emit is Emit.export and output is None:
-        raise typer.BadParameter(
-            "--emit export writes a binary file; give -o FILE.pt2", param_hint="'--output'"
-        )
-    if stage is not None and emit is not Emit.export:
-        raise typer.BadParameter("--stage only applies to --emit export", param_hint="'--stage'")
-    if weights is not None and emit is not Emit.export:
-        raise typer.BadParameter(
-            "--weights only applies to --emit export", param_hint="'--weights'"
-        )
+    _check_flags(emit, output, stage, weights)
     with user_errors():
         from nestdsl.ir import build_ir
         from nestdsl.load import load
         from nestdsl.schedule import expand
 
-        if output is not None:
+        if output is not None and emit is not Emit.onnx_stages:  # a folder: checked by deploy
             check_output(output)
         loaded = load(spec)
         if oracle is not None:
@@ -261,7 +302,7 @@ def compile_command(
                 err=True,
             )
         compiled = Compiled(loaded, build_ir(loaded), expand(loaded.schedule))
-    if emit is Emit.export:
+    if emit in BINARY_OUTPUTS:
         assert output is not None
         last = compiled.ir.num_stages
         chosen = last if stage is None else stage
@@ -272,11 +313,8 @@ def compile_command(
             )
         with user_errors():
             import_torch()  # only when exporting
-            from nestdsl.trained import export_program
-
-            export_program(compiled.ir, chosen, output, weights)
-        label = compiled.ir.stage_labels[chosen - 1]
-        typer.echo(f"wrote {output} (stage {chosen}, {label})", err=True)
+            notice = BINARY_EMITTERS[emit](compiled, output, chosen, weights)
+        typer.echo(notice, err=True)
         return
     if emit is Emit.table and output is None and _stdout_console().is_terminal:
         console = _stdout_console()
@@ -285,6 +323,25 @@ def compile_command(
         console.print("\n".join(FOOTNOTE), style="dim")
         return
     _write(TEXT_EMITTERS[emit](compiled), output)
+
+
+def _check_flags(emit: Emit, output: Path | None, stage: int | None, weights: Path | None) -> None:
+    """Usage errors (exit 2) for flags the chosen --emit cannot use or lacks."""
+    if emit in BINARY_OUTPUTS and output is None:
+        kind = "a folder" if emit is Emit.onnx_stages else "a binary file"
+        raise typer.BadParameter(
+            f"--emit {emit.value} writes {kind}; give -o {BINARY_OUTPUTS[emit]}",
+            param_hint="'--output'",
+        )
+    if stage is not None and emit not in ONE_STAGE:
+        raise typer.BadParameter(
+            "--stage only applies to --emit export and onnx", param_hint="'--stage'"
+        )
+    if weights is not None and emit not in BINARY_OUTPUTS:
+        raise typer.BadParameter(
+            "--weights only applies to --emit export, onnx and onnx-stages",
+            param_hint="'--weights'",
+        )
 
 
 def _stdout_console() -> Console:

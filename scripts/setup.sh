@@ -15,7 +15,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import nestdsl, torch, pytest, hypothesis, torchjd, PIL, tensorboard" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import nestdsl, torch, pytest, hypothesis, torchjd, PIL, tensorboard, onnx, onnxruntime, onnxscript" >/dev/null 2>&1; then
   .venv/bin/python -m pip install -q --upgrade pip
   # The CPU build of PyTorch: an unpinned torch would pull a multi-GB CUDA build. GPU users
   # install their own torch first; the package itself only asks for torch>=2.1,<3.

@@ -232,6 +232,20 @@ class NestedNet(nn.Module):
     def extra_repr(self) -> str:
         return f"name={self.ir.name!r}, stages={' '.join(self.stage_labels)}"
 
+    # --- what each anytime stage exchanges (for incremental deployment) --------------------
+
+    def stage_writes(self, k: int) -> tuple[UnitId, ...]:
+        """The units ``advance`` computes at stage k, in order (head k's output among them)."""
+        self._check_stage(k)
+        return tuple((step.layer, j) for step in self._steps[k - 1] for j in step.stripes)
+
+    def stage_reads(self, k: int) -> tuple[UnitId, ...]:
+        """The units of earlier stages (or ``("input", 0)``) that stage k reads: with these
+        in ``AnytimeState.cache``, ``advance`` can run stage k and needs nothing else."""
+        written = set(self.stage_writes(k))
+        read = (unit for step in self._steps[k - 1] for group in step.groups for unit in group)
+        return tuple(dict.fromkeys(unit for unit in read if unit not in written))
+
 
 @dataclass
 class AnytimeState:

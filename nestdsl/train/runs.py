@@ -64,8 +64,11 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
 
     A reader (or a resumed run after SIGKILL) sees either the old file or the new one, never a
     torn one: the rename is atomic on one filesystem, and the fsync makes the content durable
-    before the name points at it.
+    before the name points at it. Temporaries of ``path`` that a killed writer left are removed
+    first: a run directory has one writer, so they can belong to no write in progress.
     """
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as file:
@@ -142,6 +145,8 @@ class RunDir:
         """
         if self.writer:
             check_new_run(self.path)
+            if self.path.is_dir() and killed_before_checkpoint(self.path):
+                _discard(self.path, keep_folder=True)
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
             except OSError as error:
@@ -161,7 +166,7 @@ class RunDir:
                 "T008",
                 f"{self.path} has no {CHECKPOINT} to resume from",
                 help="a run writes its first checkpoint after its first epoch; start it again "
-                "without --resume",
+                "with the same --out, without --resume",
             )
         try:
             data = json.loads(self.file(CONFIG).read_text(encoding="utf-8"))
@@ -289,7 +294,7 @@ def check_new_run(path: Path) -> None:
                 f"{path} already holds a training run",
                 help=f"continue it with --resume {path}, or choose another --out",
             )
-        if any(path.iterdir()):
+        if any(path.iterdir()) and not killed_before_checkpoint(path):
             fail(
                 "T015",
                 f"{path} is a folder with other files in it, not a run directory",
@@ -301,6 +306,20 @@ def check_new_run(path: Path) -> None:
     reason = unwritable(parent)
     if reason is not None:
         fail("T015", f"cannot create {path} in {parent}: {reason}")
+
+
+def killed_before_checkpoint(path: Path) -> bool:
+    """Whether the folder holds only what a run killed before its first checkpoint left.
+
+    That is its config, spec copy and metric lines, and perhaps the temporary file of a
+    checkpoint write cut short: nothing to resume, so a new run started with the same
+    ``--out`` takes the folder over (otherwise neither ``--resume`` nor a new start could).
+    """
+    names = [child.name for child in path.iterdir()]
+    started = {CONFIG, SPEC_COPY, METRICS}
+    return CONFIG in names and all(
+        name in started or (name.startswith(".") and name.endswith(".tmp")) for name in names
+    )
 
 
 def _existing_ancestor(path: Path) -> Path:
