@@ -146,21 +146,18 @@ def eval_command(
         model = open_model(target, weights, data)
         net = as_nested(model.net)
         datasets = model.datasets()
+        scored = {Split.test: datasets.test, Split.val: datasets.val, Split.train: datasets.train}
         options = EvalOptions(
             batches=(1, batch), repeats=repeats, warmup=warmup, device=device_named(device)
         )
         report = evaluate_run(
             net,
-            getattr(datasets, split.value),
+            scored[split],
             split=split.value,
             source=model.source,
             options=options,
         )
-        points = (
-            exit_curve(net, datasets.val, getattr(datasets, split.value), exits, options)
-            if exits
-            else []
-        )
+        points = exit_curve(net, datasets.val, scored[split], exits, options) if exits else []
     if as_json:
         document = report.as_json()
         if points:
