@@ -33,6 +33,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1
 
     @property
     def enabled(self) -> bool:
@@ -44,12 +45,15 @@ class DistContext:
 
 
 def from_env() -> DistContext:
-    """Read RANK / WORLD_SIZE / LOCAL_RANK as torchrun (and :func:`launch`) set them."""
+    """Read RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE as torchrun (and
+    :func:`launch`) set them."""
     if dist.is_available() and dist.is_initialized():
+        world = dist.get_world_size()
         return DistContext(
             rank=dist.get_rank(),
-            world_size=dist.get_world_size(),
+            world_size=world,
             local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+            local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", str(world))),
         )
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -58,6 +62,7 @@ def from_env() -> DistContext:
         rank=int(os.environ.get("RANK", "0")),
         world_size=world,
         local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", str(world))),
     )
 
 

@@ -20,6 +20,7 @@ on CPU its final weights are bit-identical.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Iterable
@@ -43,7 +44,7 @@ from nestdsl.train import distributed
 from nestdsl.train.batch_step import LossWatch, StepPlan, distinct, mode_of, train_step
 from nestdsl.train.config import TrainConfig
 from nestdsl.train.config_checks import SUM_OF_LOSSES, check_classes, check_config
-from nestdsl.train.devices import Runtime, deterministic, resolve_runtime
+from nestdsl.train.devices import Runtime, deterministic, limited_threads, resolve_runtime
 from nestdsl.train.distributed import DistContext
 from nestdsl.train.loaders import EpochLoaders, seed_epoch
 from nestdsl.train.lr_schedules import build_optimizer, learning_rate, set_learning_rate
@@ -183,7 +184,10 @@ def train(
     ``run_dir`` the run writes config, metrics, checkpoints and results there; ``resume=True``
     continues the run in ``run_dir`` from its last checkpoint. ``until_epoch`` stops after that
     many epochs as if the process had been killed (for tests and time-sliced jobs).
-    Under torchrun (WORLD_SIZE > 1 in the environment) this joins the process group.
+    Under torchrun (WORLD_SIZE > 1 in the environment) this joins the process group. On a
+    CPU the intra-op threads are lowered to this process's share of the machine
+    (:func:`nestdsl.train.devices.thread_budget`: local processes, loader workers,
+    ``NESTDSL_PARALLEL_RUNS``).
     """
     config = config or TrainConfig()
     target = materialize(spec_or_net, config.seed, config.oracle)
@@ -193,11 +197,20 @@ def train(
     runtime = resolve_runtime(config, context.local_rank)
     created = distributed.init(context, runtime.device)
     try:
-        with deterministic(runtime.device):
+        with deterministic(runtime.device), _cpu_share(runtime, context, config):
             session = _Session(target, config, runtime, context, run_dir, progress)
             return session.run(resume=resume, until_epoch=until_epoch)
     finally:
         distributed.shutdown(created)
+
+
+def _cpu_share(
+    runtime: Runtime, context: DistContext, config: TrainConfig
+) -> contextlib.AbstractContextManager[object]:
+    """On a CPU, this process's share of the cores (a GPU run leaves torch's threads alone)."""
+    if runtime.device.type != "cpu":
+        return contextlib.nullcontext()
+    return limited_threads(context.local_world_size, config.workers)
 
 
 def contract(net: nn.Module) -> AnytimeNetwork:
