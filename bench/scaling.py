@@ -23,6 +23,7 @@ Medians over repeats, the sizes of a series interleaved round by round.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import time
@@ -139,8 +140,8 @@ def layer_series(args: argparse.Namespace) -> None:
     layers = {name: front_end(text) for name, text in {**generated, **shipped}.items()}
     actions: dict[str, Callable[[], object]] = {}
     for name, text in generated.items():
-        actions[f"front {name}"] = lambda t=text: front_end(t)
-        actions[f"module {name}"] = lambda t=text: module(t)
+        actions[f"front {name}"] = functools.partial(front_end, text)
+        actions[f"module {name}"] = functools.partial(module, text)
     medians = interleaved(actions, args.repeats)
     print("\ngenerated specs (w = 8): load + check + IR + cost (front end), and module build")
     print(f"  {'spec':22s} {'layers':>6s} {'front s':>8s} {'ms/layer':>9s} {'module s':>9s}")
@@ -157,7 +158,7 @@ def layer_series(args: argparse.Namespace) -> None:
             exponent = fitted_exponent(sizes, [medians[f"{part} {n}"] for n in names])
             print(f"  {family}, {part}: time grows as layers^{exponent:.2f}")
     shipped_medians = interleaved(
-        {name: lambda t=text: front_end(t) for name, text in shipped.items()}, args.repeats
+        {name: functools.partial(front_end, text) for name, text in shipped.items()}, args.repeats
     )
     print("\nshipped specs, front end (load + check + IR + cost)")
     for name, seconds in sorted(shipped_medians.items(), key=lambda item: -item[1]):

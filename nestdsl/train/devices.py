@@ -124,8 +124,12 @@ def limited_threads(processes: int = 1, workers: int = 0) -> Iterator[int]:
         torch.set_num_threads(before)
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` → this process's GPU if there is one, else CPU; ``cuda[:N]`` must exist."""
+def resolve_device(name: str, local_rank: int = 0, local_processes: int = 1) -> torch.device:
+    """``auto`` → this process's GPU if there is one, else CPU; ``cuda[:N]`` must exist.
+
+    With several processes on this machine each takes the GPU of its local rank: a fixed
+    ``cuda:N`` would put them all on one GPU, and a rank beyond the GPUs would share one.
+    """
     match = _DEVICE.match(name.strip().lower())
     if match is None:
         fail(
@@ -148,6 +152,20 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         )
     if kind == "auto":
         return torch.device("cuda", local_rank)
+    if index is not None and local_processes > 1:
+        fail(
+            "T014",
+            f"device `{name}` names one GPU for all {local_processes} processes on this "
+            "machine, which would contend for it",
+            help="use --device cuda (each process takes the GPU of its local rank)",
+        )
+    if index is None and local_processes > 1 and local_rank >= available:
+        fail(
+            "T014",
+            f"process with local rank {local_rank} has no GPU of its own: this machine has "
+            f"{available}",
+            help=f"start at most {available} processes per machine",
+        )
     number = int(index) if index is not None else local_rank
     if number >= available:
         have = f"{available} CUDA device(s)" if available else "no CUDA device"
@@ -198,11 +216,17 @@ _AMP: dict[str, Callable[[torch.device], torch.dtype | None]] = {
 }
 
 
-def resolve_runtime(config: TrainConfig, local_rank: int = 0) -> Runtime:
-    """Device, AMP dtype and memory format for this process."""
-    device = resolve_device(config.device, local_rank)
+def resolve_runtime(config: TrainConfig, local_rank: int = 0, local_processes: int = 1) -> Runtime:
+    """Device, AMP dtype and memory format for this process.
+
+    On a GPU cuDNN may benchmark its convolution algorithms: a run's shapes are static (the
+    training batch, the last partial batch and the evaluation batch: a few shapes, each
+    tuned once).
+    """
+    device = resolve_device(config.device, local_rank, local_processes)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
     channels_last = (
         config.channels_last if config.channels_last is not None else device.type == "cuda"
     )

@@ -194,7 +194,7 @@ def train(
     check_config(config, contract(target.net).num_stages)
     check_log(config.log)
     context = distributed.from_env()
-    runtime = resolve_runtime(config, context.local_rank)
+    runtime = resolve_runtime(config, context.local_rank, context.local_world_size)
     created = distributed.init(context, runtime.device)
     try:
         with deterministic(runtime.device), _cpu_share(runtime, context, config):
@@ -401,7 +401,10 @@ class _Session:
         )
         stop = self.total if until_epoch is None else min(until_epoch, self.total)
         try:
-            with TrainProgress(self.progress) as bars:
+            with (
+                distributed.synced_batchnorm(self.config.sync_bn),
+                TrainProgress(self.progress) as bars,
+            ):
                 bars.banner(self._plan_of_run(loaders, done))
                 bars.start_run(self.total, done)
                 for epoch in range(done, stop):
@@ -412,12 +415,13 @@ class _Session:
         finally:
             scalars.close()
         finished = stop == self.total
-        if last is None and self.context.is_main:
+        if last is None:
             last = self._evaluate(loaders.val)
         stages = last or []
         test: list[StageMetrics] = []
-        if finished and self.context.is_main:
+        if finished:
             test = self._evaluate(loaders.held_out(data.test))
+        if finished and self.context.is_main:
             self._finish(stages, test)
         distributed.barrier(self.context)
         return TrainResult(
@@ -484,7 +488,7 @@ class _Session:
             bars.step(f"loss {float(losses[-1]):.3f}" if show else None)
         watch.check()
         train_loss = self._mean_losses(sums, seen, plan)
-        metrics = self._evaluate(loaders.val) if self.context.is_main else None
+        metrics = self._evaluate(loaders.val)
         record = self._record(epoch, phase, lr, train_loss, metrics, time.perf_counter() - started)
         self.history.append(record)
         if self.rundir is not None:
@@ -529,6 +533,8 @@ class _Session:
         )
         labels = self._labels()
         first = self.config.standalone or self.config.oracle or 1
+        if self.context.enabled:
+            return distributed.combine_metrics(metrics, labels, first, self.runtime.device)
         return [replace(m, stage=first + i, label=labels[i]) for i, m in enumerate(metrics)]
 
     def _record(

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from nestdsl.diagnostics import NestError
 from nestdsl.train import devices
+from nestdsl.train.config import make_config
 
 
 @pytest.fixture
@@ -73,3 +75,27 @@ def test_limited_threads_lowers_and_restores_but_never_raises(
             assert threads == torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture
+def two_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+
+def test_each_local_process_takes_its_own_gpu(two_gpus: None) -> None:
+    assert devices.resolve_device("cuda", 1, local_processes=2) == torch.device("cuda", 1)
+    assert devices.resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(NestError, match=r"T014.*`cuda:0` names one GPU for all 2 processes"):
+        devices.resolve_device("cuda:0", 1, local_processes=2)
+    with pytest.raises(NestError, match=r"T014.*local rank 2 has no GPU of its own"):
+        devices.resolve_device("cuda", 2, local_processes=3)
+
+
+def test_a_gpu_run_lets_cudnn_benchmark(two_gpus: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setattr(devices, "cuda_capability", lambda device: (8, 0))
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    runtime = devices.resolve_runtime(make_config(device="cuda"), 1, 2)
+    assert runtime.device == torch.device("cuda", 1) and runtime.amp_dtype == torch.bfloat16
+    assert torch.backends.cudnn.benchmark
