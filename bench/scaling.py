@@ -130,7 +130,7 @@ def layer_series(args: argparse.Namespace) -> None:
         **{f"width basic x{c}": spec_text(8, "width * 2", count=c) for c in (2, 8, 32, 80, 165)},
         **{
             f"depth sparse x{c}": spec_text(8, "depth * 2", kind="sparse_resnet", count=c)
-            for c in (4, 16, 64, 250, 500)
+            for c in (4, 16, 64, 252, 500)
         },
     }
     shipped = {
