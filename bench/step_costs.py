@@ -6,7 +6,8 @@ optimizer step) is compared with SGD's step (one joint forward and backward):
 - time: medians over repeats, strategies interleaved so machine noise hits all alike, and
   the ratio to SGD printed next to the *ideal* ratio: FLOPs (torch.utils.flop_counter) of the
   bare passes a strategy needs — the anytime forward and one backward per stage D_k — over
-  those of SGD's joint forward and backward;
+  those of SGD's joint forward and backward; and the time of those bare passes alone, so that
+  step/bare is what the step adds to them (combination, writes, optimizer);
 - peak memory allocated during a step above what was live at its start (CUDA allocator
   statistics on a GPU, the torch profiler's memory events on a CPU);
 - aten ops dispatched per step over those of the bare passes, and host-device
@@ -145,9 +146,11 @@ def compare(
     for case in cases:  # warm-up: optimizer state, allocator, kernels
         case.step(), case.step()
     times: dict[str, list[float]] = {case.strategy: [] for case in cases}
+    bare_times: dict[str, list[float]] = {case.strategy: [] for case in cases}
     for _ in range(repeats):
         for case in cases:
             times[case.strategy].append(timed(case.step, device))
+            bare_times[case.strategy].append(timed(case.bare, device))
     marked = [x, y, *net.parameters(), *net.buffers()]
     base = cases[0]
     base_time, base_flops = statistics.median(times[base.strategy]), flops(base.bare)
@@ -158,15 +161,18 @@ def compare(
     )
     print(
         f"  {'strategy':10s} {'ms/step':>8s} {'vs ' + base.strategy:>8s} {'ideal':>6s} "
+        f"{'bare ms':>8s} {'step/bare':>9s} "
         f"{'peak MiB':>9s} {'ops/step':>9s} {'bare ops':>9s} {'ratio':>6s} {'syncs':>6s}"
     )
     for case in cases:
         median = statistics.median(times[case.strategy])
+        bare = statistics.median(bare_times[case.strategy])
         step_ops = dispatched(case.step, marked)
         bare_ops = dispatched(case.bare, marked)
         print(
             f"  {case.strategy:10s} {median * 1e3:8.1f} {median / base_time:8.2f} "
-            f"{flops(case.bare) / base_flops:6.2f} {peak_bytes(case.step, device) / 2**20:9.1f} "
+            f"{flops(case.bare) / base_flops:6.2f} {bare * 1e3:8.1f} {median / bare:9.2f} "
+            f"{peak_bytes(case.step, device) / 2**20:9.1f} "
             f"{step_ops.ops:9d} {bare_ops.ops:9d} {step_ops.ops / bare_ops.ops:6.2f} "
             f"{step_ops.syncs:6d}"
         )

@@ -96,6 +96,11 @@ class TrainConfig(BaseModel):
         None, description="Channels-last memory format (default: on a GPU only)."
     )
     workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    sync_bn: bool = Field(
+        False,
+        description="Distributed runs: BatchNorm normalizes with the statistics of the "
+        "global batch, not each process's share (no effect in one process).",
+    )
     standalone: PositiveInt | None = Field(
         None,
         description="Train only D_K, cut out of the nested network (pruned edges kept).",

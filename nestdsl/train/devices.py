@@ -9,11 +9,13 @@ never a silent fallback to CPU (a 100× slower run is worse than an error).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -53,24 +55,81 @@ class Runtime:
         return images
 
 
+PARALLEL_RUNS_ENV = "NESTDSL_PARALLEL_RUNS"
+"""How many independent training runs share this machine (default 1): each takes its share."""
+
+CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+"""cgroup v2 CPU quota of this process's container: ``QUOTA PERIOD`` or ``max PERIOD``."""
+
+
+def cgroup_cpus(path: Path | None = None) -> int | None:
+    """CPUs a cgroup v2 quota grants (rounded up), or None when there is no quota.
+
+    A container limited to 2 CPUs on a 64-core host still sees 64 in its affinity mask;
+    threads beyond the quota are throttled, not run.
+    """
+    try:
+        quota, period = (path or CPU_MAX).read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max" or int(period) <= 0:
+        return None
+    return max(1, math.ceil(int(quota) / int(period)))
+
+
 def available_cpus() -> int:
     """CPUs this process may run on: its affinity mask (a container's or taskset's limit),
-    which ``os.cpu_count()`` ignores."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    which ``os.cpu_count()`` ignores, capped by the cgroup CPU quota."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    cpus = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    quota = cgroup_cpus()
+    return min(cpus, quota) if quota is not None else cpus
+
+
+def _env_int(name: str) -> int | None:
+    """A positive integer from the environment, or None when unset or not one."""
+    value = os.environ.get(name, "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def thread_budget(processes: int = 1, workers: int = 0) -> int:
     """Intra-op threads for one of `processes` concurrent training processes, each feeding
     from `workers` loader processes: the available CPUs shared out so that together they never
     oversubscribe them (OpenMP threads spinning on a shared core cost far more than they save
-    in the many small kernels of a nested network)."""
-    return max(1, available_cpus() // max(1, processes) - workers)
+    in the many small kernels of a nested network).
+
+    ``NESTDSL_PARALLEL_RUNS=R`` says that R independent runs share the machine, so each takes
+    1/R of it; ``OMP_NUM_THREADS``, when the user sets it, wins over everything.
+    """
+    chosen = _env_int("OMP_NUM_THREADS")
+    if chosen is not None:
+        return chosen
+    runs = _env_int(PARALLEL_RUNS_ENV) or 1
+    return max(1, available_cpus() // (max(1, processes) * runs) - workers)
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` → this process's GPU if there is one, else CPU; ``cuda[:N]`` must exist."""
+@contextlib.contextmanager
+def limited_threads(processes: int = 1, workers: int = 0) -> Iterator[int]:
+    """Run a block with intra-op threads lowered to :func:`thread_budget`, then restore them.
+
+    Never raises the count: a caller that chose fewer threads (an experiment runner running
+    several trainings at once) keeps its choice.
+    """
+    before = torch.get_num_threads()
+    threads = min(before, thread_budget(processes, workers))
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)
+
+
+def resolve_device(name: str, local_rank: int = 0, local_processes: int = 1) -> torch.device:
+    """``auto`` → this process's GPU if there is one, else CPU; ``cuda[:N]`` must exist.
+
+    With several processes on this machine each takes the GPU of its local rank: a fixed
+    ``cuda:N`` would put them all on one GPU, and a rank beyond the GPUs would share one.
+    """
     match = _DEVICE.match(name.strip().lower())
     if match is None:
         fail(
@@ -93,6 +152,20 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         )
     if kind == "auto":
         return torch.device("cuda", local_rank)
+    if index is not None and local_processes > 1:
+        fail(
+            "T014",
+            f"device `{name}` names one GPU for all {local_processes} processes on this "
+            "machine, which would contend for it",
+            help="use --device cuda (each process takes the GPU of its local rank)",
+        )
+    if index is None and local_processes > 1 and local_rank >= available:
+        fail(
+            "T014",
+            f"process with local rank {local_rank} has no GPU of its own: this machine has "
+            f"{available}",
+            help=f"start at most {available} processes per machine",
+        )
     number = int(index) if index is not None else local_rank
     if number >= available:
         have = f"{available} CUDA device(s)" if available else "no CUDA device"
@@ -143,11 +216,17 @@ _AMP: dict[str, Callable[[torch.device], torch.dtype | None]] = {
 }
 
 
-def resolve_runtime(config: TrainConfig, local_rank: int = 0) -> Runtime:
-    """Device, AMP dtype and memory format for this process."""
-    device = resolve_device(config.device, local_rank)
+def resolve_runtime(config: TrainConfig, local_rank: int = 0, local_processes: int = 1) -> Runtime:
+    """Device, AMP dtype and memory format for this process.
+
+    On a GPU cuDNN may benchmark its convolution algorithms: a run's shapes are static (the
+    training batch, the last partial batch and the evaluation batch: a few shapes, each
+    tuned once).
+    """
+    device = resolve_device(config.device, local_rank, local_processes)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
     channels_last = (
         config.channels_last if config.channels_last is not None else device.type == "cuda"
     )

@@ -20,6 +20,7 @@ on CPU its final weights are bit-identical.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Iterable
@@ -43,7 +44,7 @@ from nestdsl.train import distributed
 from nestdsl.train.batch_step import LossWatch, StepPlan, distinct, mode_of, train_step
 from nestdsl.train.config import TrainConfig
 from nestdsl.train.config_checks import SUM_OF_LOSSES, check_classes, check_config
-from nestdsl.train.devices import Runtime, deterministic, resolve_runtime
+from nestdsl.train.devices import Runtime, deterministic, limited_threads, resolve_runtime
 from nestdsl.train.distributed import DistContext
 from nestdsl.train.loaders import EpochLoaders, seed_epoch
 from nestdsl.train.lr_schedules import build_optimizer, learning_rate, set_learning_rate
@@ -183,21 +184,33 @@ def train(
     ``run_dir`` the run writes config, metrics, checkpoints and results there; ``resume=True``
     continues the run in ``run_dir`` from its last checkpoint. ``until_epoch`` stops after that
     many epochs as if the process had been killed (for tests and time-sliced jobs).
-    Under torchrun (WORLD_SIZE > 1 in the environment) this joins the process group.
+    Under torchrun (WORLD_SIZE > 1 in the environment) this joins the process group. On a
+    CPU the intra-op threads are lowered to this process's share of the machine
+    (:func:`nestdsl.train.devices.thread_budget`: local processes, loader workers,
+    ``NESTDSL_PARALLEL_RUNS``).
     """
     config = config or TrainConfig()
     target = materialize(spec_or_net, config.seed, config.oracle)
     check_config(config, contract(target.net).num_stages)
     check_log(config.log)
     context = distributed.from_env()
-    runtime = resolve_runtime(config, context.local_rank)
+    runtime = resolve_runtime(config, context.local_rank, context.local_world_size)
     created = distributed.init(context, runtime.device)
     try:
-        with deterministic(runtime.device):
+        with deterministic(runtime.device), _cpu_share(runtime, context, config):
             session = _Session(target, config, runtime, context, run_dir, progress)
             return session.run(resume=resume, until_epoch=until_epoch)
     finally:
         distributed.shutdown(created)
+
+
+def _cpu_share(
+    runtime: Runtime, context: DistContext, config: TrainConfig
+) -> contextlib.AbstractContextManager[object]:
+    """On a CPU, this process's share of the cores (a GPU run leaves torch's threads alone)."""
+    if runtime.device.type != "cpu":
+        return contextlib.nullcontext()
+    return limited_threads(context.local_world_size, config.workers)
 
 
 def contract(net: nn.Module) -> AnytimeNetwork:
@@ -388,7 +401,10 @@ class _Session:
         )
         stop = self.total if until_epoch is None else min(until_epoch, self.total)
         try:
-            with TrainProgress(self.progress) as bars:
+            with (
+                distributed.synced_batchnorm(self.config.sync_bn),
+                TrainProgress(self.progress) as bars,
+            ):
                 bars.banner(self._plan_of_run(loaders, done))
                 bars.start_run(self.total, done)
                 for epoch in range(done, stop):
@@ -399,12 +415,13 @@ class _Session:
         finally:
             scalars.close()
         finished = stop == self.total
-        if last is None and self.context.is_main:
+        if last is None:
             last = self._evaluate(loaders.val)
         stages = last or []
         test: list[StageMetrics] = []
-        if finished and self.context.is_main:
+        if finished:
             test = self._evaluate(loaders.held_out(data.test))
+        if finished and self.context.is_main:
             self._finish(stages, test)
         distributed.barrier(self.context)
         return TrainResult(
@@ -471,7 +488,7 @@ class _Session:
             bars.step(f"loss {float(losses[-1]):.3f}" if show else None)
         watch.check()
         train_loss = self._mean_losses(sums, seen, plan)
-        metrics = self._evaluate(loaders.val) if self.context.is_main else None
+        metrics = self._evaluate(loaders.val)
         record = self._record(epoch, phase, lr, train_loss, metrics, time.perf_counter() - started)
         self.history.append(record)
         if self.rundir is not None:
@@ -516,6 +533,8 @@ class _Session:
         )
         labels = self._labels()
         first = self.config.standalone or self.config.oracle or 1
+        if self.context.enabled:
+            return distributed.combine_metrics(metrics, labels, first, self.runtime.device)
         return [replace(m, stage=first + i, label=labels[i]) for i, m in enumerate(metrics)]
 
     def _record(

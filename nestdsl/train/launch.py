@@ -23,7 +23,7 @@ from nestdsl.diagnostics import NestError, fail
 from nestdsl.train import distributed
 from nestdsl.train.config import TrainConfig
 from nestdsl.train.config_checks import check_classes, check_config
-from nestdsl.train.devices import resolve_device, thread_budget
+from nestdsl.train.devices import resolve_device
 from nestdsl.train.engine import (
     SpecOrNet,
     TrainResult,
@@ -70,8 +70,6 @@ def _worker(
 ) -> None:
     distributed.child_environment(rank, nproc, port)
     config = TrainConfig.model_validate(config_data)
-    if resolve_device(config.device, rank).type == "cpu":
-        torch.set_num_threads(thread_budget(nproc, config.workers))
     try:
         train(_trainable(source, config.seed), config, run_dir, progress, resume=resume)
     except NestError as error:

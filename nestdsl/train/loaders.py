@@ -11,10 +11,11 @@ identically no matter what ran before it — the basis of exact resumption.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from nestdsl.train.distributed import DistContext, split_batch
 
@@ -40,6 +41,23 @@ def _seed_worker(worker_id: int) -> None:
     value = torch.initial_seed() % 2**32
     np.random.seed(value)
     random.seed(value)
+
+
+class Shard(Sampler[int]):
+    """Every ``world``-th index from ``rank``: the ranks' shards cover each sample exactly once.
+
+    (A DistributedSampler pads the shards to equal length by repeating samples, which would
+    count them twice in an evaluation.)
+    """
+
+    def __init__(self, size: int, rank: int, world: int) -> None:
+        self.indices = range(rank, size, world)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 class EpochLoaders:
@@ -83,11 +101,13 @@ class EpochLoaders:
         self.val = self.held_out(val)
 
     def held_out(self, dataset: Dataset[Batch]) -> DataLoader[Batch]:
-        """An evaluation loader (validation or test): fixed order, large batches."""
+        """An evaluation loader (validation or test): fixed order, large batches, and in a
+        distributed run this rank's shard (see `Shard`)."""
+        size = len(dataset)  # type: ignore[arg-type]
         return DataLoader(
             dataset,
             batch_size=max(self.batch_size, 256),
-            shuffle=False,
+            sampler=Shard(size, self.context.rank, self.context.world_size),
             num_workers=self.workers,
             pin_memory=self.pin_memory,
         )

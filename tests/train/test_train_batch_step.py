@@ -95,12 +95,3 @@ def test_async_mean_reduces_in_place_without_a_copy(tmp_path):
         assert reduce.started == []
     finally:
         dist.destroy_process_group()
-
-
-def test_threads_follow_the_cpus_this_process_may_use(monkeypatch):
-    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5})
-    assert devices.available_cpus() == 6
-    assert devices.thread_budget() == 6
-    assert devices.thread_budget(processes=2) == 3
-    assert devices.thread_budget(processes=2, workers=2) == 1
-    assert devices.thread_budget(processes=8) == 1
