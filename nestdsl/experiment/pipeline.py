@@ -1,0 +1,34 @@
+"""`nestdsl experiment GRID.toml`: train the grid, then write its report next to the runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nestdsl.diagnostics import fail
+from nestdsl.experiment.grid import load_grid
+from nestdsl.experiment.runner import Report, Summary, run_grid
+from nestdsl.experiment.tables import find_runs, results_markdown
+from nestdsl.files import write_text
+from nestdsl.train.runs import RESULTS
+
+REPORT = "results.md"
+
+
+def run_experiment(
+    grid_file: str | Path, out: str | Path | None = None, *, jobs: int = 1, report: Report = print
+) -> Summary:
+    """Train every unfinished cell of the grid under ``out`` (default ``runs/<grid name>``)
+    and write ``OUT/results.md``; a cell that failed is reported as E934 after the others."""
+    grid = load_grid(grid_file)
+    root = Path(out) if out is not None else Path("runs") / grid.grid.name
+    summary = run_grid(grid, root, jobs=jobs, report=report)
+    if any(root.rglob(RESULTS)):
+        write_text(root / REPORT, results_markdown(find_runs([root])))
+        report(f"tables: {root / REPORT}")
+    if summary.failed:
+        fail(
+            "E934",
+            f"{len(summary.failed)} run(s) failed: {', '.join(summary.failed)}",
+            help="their errors are printed above; fix them and run the grid again",
+        )
+    return summary
