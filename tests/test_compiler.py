@@ -193,10 +193,11 @@ def test_within_a_deadline_returns_the_last_finished_stage() -> None:
     net = nestdsl.compile(nestdsl.load(path)).eval()
     x = torch.randn(2, *net.input_shape)
     with torch.no_grad():
-        stage, logits = net.within(x, seconds=60.0)
-        assert stage == net.num_stages and logits is not None
-        assert close(logits, net(x)[-1])
-        assert net.within(x, seconds=0.0) == (0, None)
+        result = net.within(x, seconds=60.0)
+        assert result.stage == net.num_stages and result.logits is not None
+        assert close(result.logits, net(x)[-1])
+        missed = net.within(x, seconds=0.0)
+        assert (missed.stage, missed.logits) == (0, None)
 
 
 @pytest.mark.parametrize("spec", ["digits_width_depth", "sparse_resnet98_eann"])

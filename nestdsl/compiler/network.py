@@ -9,9 +9,9 @@ output k touches only D_k's parameters.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, overload
 
 import networkx as nx
 import torch
@@ -20,6 +20,9 @@ from torch import Tensor, nn
 
 from nestdsl.compiler.ops import OPS, LayerOp, combine
 from nestdsl.ir.model import Layer, NestIR, UnitId
+
+if TYPE_CHECKING:
+    from nestdsl.evaluate.runtime import AnytimeResult
 
 
 def module_key(layer_id: str) -> str:
@@ -140,22 +143,44 @@ class NestedNet(nn.Module):
         state.stage += 1
         return state.cache[(self.ir.heads[state.stage - 1], 0)]
 
-    def within(self, x: Tensor, seconds: float) -> tuple[int, Tensor | None]:
-        """Anytime inference under a deadline: ``(k, logits of stage k)`` for the last stage
-        that finished within ``seconds`` of the call, or ``(0, None)`` if none did.
+    @overload
+    def within(
+        self,
+        x: Tensor,
+        seconds: float | None = ...,
+        *,
+        macs: int | None = ...,
+        per_example: Literal[False] = ...,
+    ) -> AnytimeResult: ...
 
-        Stages run to completion (a stage's kernels cannot be stopped midway), so a stage
-        that finishes after the deadline is discarded and no later stage is started.
+    @overload
+    def within(
+        self,
+        x: Tensor,
+        seconds: float | None = ...,
+        *,
+        macs: int | None = ...,
+        per_example: Literal[True],
+    ) -> list[AnytimeResult]: ...
+
+    def within(
+        self,
+        x: Tensor,
+        seconds: float | None = None,
+        *,
+        macs: int | None = None,
+        per_example: bool = False,
+    ) -> AnytimeResult | list[AnytimeResult]:
+        """Anytime inference under a deadline (``seconds``) and/or a budget of ``macs`` per
+        example: the last stage that finished in time, its logits, and when it was ready.
+
+        Stage 0 with no logits means no stage finished; see :mod:`nestdsl.evaluate.runtime`,
+        which holds the logic. ``per_example=True`` runs each row alone with its own budget.
         """
-        start = time.perf_counter()
-        best: tuple[int, Tensor | None] = (0, None)
-        for k, logits in enumerate(self.anytime(x), start=1):
-            if x.is_cuda:
-                torch.cuda.synchronize(x.device)
-            if time.perf_counter() - start > seconds:
-                break
-            best = (k, logits)
-        return best
+        from nestdsl.evaluate.runtime import Budget, run_each, run_within
+
+        budget = Budget(seconds=seconds, macs=macs)
+        return run_each(self, x, budget) if per_example else run_within(self, x, budget)
 
     # --- parameters -------------------------------------------------------------------------
 
