@@ -24,9 +24,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Literal
 
-from nestdsl.diagnostics import fail
+from nestdsl.diagnostics import NestError, fail
 from nestdsl.experiment.grid import Grid, SpecEntry
-from nestdsl.train.config import RUNTIME_FIELDS, TrainConfig, make_config
+from nestdsl.train.config import OPTION_APPLIES, RUNTIME_FIELDS, TrainConfig, make_config
 from nestdsl.train.runs import CHECKPOINT, CONFIG, FINAL, METRICS, RESULTS
 
 Kind = Literal["anytime", "oracle", "standalone"]
@@ -113,7 +113,7 @@ def state_of(cell: Cell, run_dir: Path) -> State:
     """Whether the cell's run is done, can be resumed, or must start (clearing a start that
     died before its first checkpoint). A run with other settings is refused (E934)."""
     if (run_dir / CHECKPOINT).is_file() or (run_dir / FINAL).is_file():
-        _check_same(cell, run_dir)
+        stored_config(cell, run_dir)
         finished = (run_dir / FINAL).is_file() and (run_dir / RESULTS).is_file()
         return "finished" if finished else "resume"
     if run_dir.is_dir():
@@ -121,14 +121,24 @@ def state_of(cell: Cell, run_dir: Path) -> State:
     return "new"
 
 
-def _check_same(cell: Cell, run_dir: Path) -> None:
+def stored_config(cell: Cell, run_dir: Path) -> TrainConfig:
+    """The config a run in ``run_dir`` was trained with, when it trains what ``cell`` asks for.
+
+    Fields that do not change this run are not compared: where they run (device, workers...)
+    and options the cell's settings ignore (NormSGD's C for an SGD run), so tuning C in the
+    grid does not throw away the finished runs of the other strategies. Any other difference
+    is refused (E934); the stored config is what a resumed run continues with.
+    """
     try:
-        stored = json.loads((run_dir / CONFIG).read_text(encoding="utf-8")).get("config") or {}
-    except (OSError, ValueError):
+        data = json.loads((run_dir / CONFIG).read_text(encoding="utf-8")).get("config") or {}
+        stored = make_config(**data)
+    except (OSError, ValueError, NestError):
         fail("E934", f"{run_dir} holds a run whose {CONFIG} cannot be read")
-    now = cell.config.model_dump(mode="json")
+    before, now = stored.model_dump(mode="json"), cell.config.model_dump(mode="json")
     changed = sorted(
-        k for k in set(stored) | set(now) if k not in RUNTIME_FIELDS and stored.get(k) != now.get(k)
+        key
+        for key in set(before) | set(now)
+        if before.get(key) != now.get(key) and _matters(key, cell.config)
     )
     if changed:
         fail(
@@ -136,6 +146,15 @@ def _check_same(cell: Cell, run_dir: Path) -> None:
             f"{run_dir} holds a run with other settings ({', '.join(changed)})",
             help="give the experiment another --out, or remove that run",
         )
+    return stored
+
+
+def _matters(key: str, config: TrainConfig) -> bool:
+    """Whether a config field can change what a run with ``config`` learns."""
+    if key in RUNTIME_FIELDS:
+        return False
+    applies = OPTION_APPLIES.get(key)
+    return applies is None or applies[0](config)
 
 
 @dataclass(frozen=True)
@@ -202,8 +221,10 @@ def run_grid(grid: Grid, out: Path, *, jobs: int = 1, report: Report = print) ->
         run_dir = cell.run_dir(out)
         state = state_of(cell, run_dir)
         if state != "finished":
-            threads = thread_budget(jobs, cell.config.workers)
-            todo.append((cell, Job(cell.spec, cell.config, run_dir, state == "resume", threads)))
+            resume = state == "resume"
+            config = stored_config(cell, run_dir) if resume else cell.config
+            threads = thread_budget(jobs, config.workers)
+            todo.append((cell, Job(cell.spec, config, run_dir, resume, threads)))
     skipped = len(all_cells) - len(todo)
     report(f"{len(all_cells)} runs: {skipped} finished, {len(todo)} to train ({jobs} at a time)")
     totals = {c.title(): total_epochs(c.config, stage_count(c.spec)) for c, _ in todo}

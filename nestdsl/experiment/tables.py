@@ -18,9 +18,11 @@ from pathlib import Path
 
 from nestdsl.diagnostics import fail
 from nestdsl.experiment.runner import Kind, Variant
-from nestdsl.train.runs import CONFIG, FINAL, RESULTS
+from nestdsl.train.runs import CONFIG, FINAL, RESULTS, SPEC_COPY
 
 CONFIDENCE = 0.95
+BASELINE_GROWTH = frozenset({"cascade", "even_width"})
+"""Schedule steps of the prior designs the paper compares with (EANN, Even-width)."""
 HEADERS = {
     "greedy": "Greedy",
     "sgd": "SGD",
@@ -49,10 +51,17 @@ class RunRecord:
     labels: tuple[str, ...]
     errors: tuple[float, ...]
     val_errors: tuple[float, ...]
+    flops: tuple[int, ...]
+    """MACs of one input through the network of each output (D_k alone; the Oracle's own)."""
+    baseline: bool
+    """The spec grows like a prior design (EANN's cascade, even widths), not by nesting."""
 
 
 def read_run(path: Path) -> RunRecord:
     """Read a finished run directory (E935 when it is not one)."""
+    from nestdsl.cost import stage_costs
+    from nestdsl.ir import build_ir
+    from nestdsl.load import load
     from nestdsl.train.runs import read_results
 
     if not (path / RESULTS).is_file() or not (path / FINAL).is_file():
@@ -69,6 +78,10 @@ def read_run(path: Path) -> RunRecord:
     kind: Kind = "oracle" if config.get("oracle") else "standalone" if stage else "anytime"
     order = config.get("priority")
     variant = Variant(kind, config.get("strategy"), stage, tuple(order) if order else None)
+    spec = load(path / SPEC_COPY)
+    flops = tuple(c.flops for c in stage_costs(build_ir(spec)))
+    if results.oracle is not None:
+        flops = (results.oracle.flops,)
     return RunRecord(
         path=path,
         spec=Path((stored.get("spec") or {}).get("path") or path.name).stem,
@@ -79,6 +92,10 @@ def read_run(path: Path) -> RunRecord:
         labels=tuple(m.label for m in results.test),
         errors=tuple(100 * m.top1_error for m in results.test),
         val_errors=tuple(100 * m.top1_error for m in results.stages),
+        flops=flops[: len(results.test)]
+        if stage is None
+        else flops[stage - len(results.test) : stage],
+        baseline=any(k in BASELINE_GROWTH for step in spec.schedule.steps for k in step.kinds),
     )
 
 

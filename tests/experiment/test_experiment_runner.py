@@ -124,6 +124,15 @@ def test_run_with_other_settings_is_refused(tmp_path: Path) -> None:
     assert "other settings (epochs)" in diagnostic.message
 
 
+def test_option_the_run_ignores_does_not_refuse_it(tmp_path: Path) -> None:
+    path = grid_file(tmp_path)
+    out = tmp_path / "out"
+    run_grid(load_grid(path), out, report=lambda line: None)
+    path.write_text(path.read_text().replace("epochs = 1", "epochs = 1\nnorm_constant = 0.01"))
+    summary = run_grid(load_grid(path), out, report=lambda line: None)
+    assert (summary.skipped, summary.trained) == (1, 0)
+
+
 def test_failed_cell_is_reported_after_the_others(tmp_path: Path) -> None:
     path = grid_file(tmp_path)
     path.write_text(path.read_text().replace('"synthetic:64"', '"cifar10:/nowhere"'))
