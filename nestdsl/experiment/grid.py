@@ -71,6 +71,9 @@ class SpecEntry(BaseModel):
     priorities: list[list[int]] = Field(
         default_factory=list, description="Extra OSGD priority orders (highest first)."
     )
+    baseline: str | None = Field(
+        None, description="The spec (file name, no suffix) this design is compared with."
+    )
 
     @field_validator("priorities")
     @classmethod

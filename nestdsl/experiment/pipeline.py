@@ -6,25 +6,23 @@ from pathlib import Path
 
 from nestdsl.diagnostics import fail
 from nestdsl.experiment.grid import load_grid
+from nestdsl.experiment.report import write_report
 from nestdsl.experiment.runner import Report, Summary, run_grid
-from nestdsl.experiment.tables import find_runs, results_markdown
-from nestdsl.files import write_text
+from nestdsl.experiment.tables import find_runs
 from nestdsl.train.runs import RESULTS
-
-REPORT = "results.md"
 
 
 def run_experiment(
     grid_file: str | Path, out: str | Path | None = None, *, jobs: int = 1, report: Report = print
 ) -> Summary:
     """Train every unfinished cell of the grid under ``out`` (default ``runs/<grid name>``)
-    and write ``OUT/results.md``; a cell that failed is reported as E934 after the others."""
+    and write ``OUT/results.md`` with its figures; failed cells are reported (E934) last."""
     grid = load_grid(grid_file)
     root = Path(out) if out is not None else Path("runs") / grid.grid.name
     summary = run_grid(grid, root, jobs=jobs, report=report)
     if any(root.rglob(RESULTS)):
-        write_text(root / REPORT, results_markdown(find_runs([root])))
-        report(f"tables: {root / REPORT}")
+        path = write_report(grid, find_runs([root]), root)
+        report(f"report: {path}")
     if summary.failed:
         fail(
             "E934",

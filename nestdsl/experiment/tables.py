@@ -92,9 +92,7 @@ def read_run(path: Path) -> RunRecord:
         labels=tuple(m.label for m in results.test),
         errors=tuple(100 * m.top1_error for m in results.test),
         val_errors=tuple(100 * m.top1_error for m in results.stages),
-        flops=flops[: len(results.test)]
-        if stage is None
-        else flops[stage - len(results.test) : stage],
+        flops=flops[: stage or len(flops)][-len(results.test) :],
         baseline=any(k in BASELINE_GROWTH for step in spec.schedule.steps for k in step.kinds),
     )
 
