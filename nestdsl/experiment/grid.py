@@ -224,12 +224,23 @@ def _check_train(grid: Grid, lines: dict[tuple[str | int, ...], int]) -> None:
 
 
 def _check_specs(grid: Grid, lines: dict[tuple[str | int, ...], int]) -> None:
-    """Every spec must exist and load; its priority orders must fit its stages (E933)."""
+    """Every spec must exist and load, its priority orders fit its stages and its baseline
+    be another spec of the grid (E933)."""
     from nestdsl.ir import build_ir
     from nestdsl.load import load
 
     problems: list[Diagnostic] = []
+    names = {grid.spec_path(e).stem for e in grid.specs}
     for index, entry in enumerate(grid.specs):
+        if entry.baseline is not None and entry.baseline not in names:
+            problems.append(
+                Diagnostic(
+                    code="E933",
+                    message=f"baseline `{entry.baseline}` is not a spec of this grid",
+                    span=_span(grid.source, _locate(lines, ("specs", index, "baseline"))),
+                    help="name another [[specs]] entry by its file name without `.nest`",
+                )
+            )
         spec = grid.spec_path(entry)
         span = _span(grid.source, _locate(lines, ("specs", index, "path")))
         if not spec.is_file():

@@ -124,3 +124,29 @@ def test_key_lines_count_array_tables() -> None:
     assert lines[("specs", 0, "path")] == 4
     assert lines[("specs", 1, "path")] == 6
     assert lines[("grid", "name")] == 2
+
+
+@pytest.mark.parametrize("name", ["digits", "cifar10"])
+def test_shipped_grids_parse(name: str) -> None:
+    """The committed grids load (specs, options, priority orders); the CIFAR one is not run."""
+    from nestdsl.experiment.runner import cells
+
+    grid = load_grid(ROOT / "experiments" / f"{name}.toml")
+    assert grid.grid.seeds == [0, 1, 2]
+    names = {grid.spec_path(e).stem for e in grid.specs}
+    assert {e.baseline for e in grid.specs} - {None} <= names
+    assert len(cells(grid)) > 3 * len(grid.specs)
+
+
+def test_cifar10_grid_is_the_papers_setting() -> None:
+    grid = load_grid(ROOT / "experiments" / "cifar10.toml")
+    assert grid.train["epochs"] == 200
+    assert grid.train["lr"] == 0.1
+    assert grid.train["schedule"] == "exp"
+    assert grid.train["data"].startswith("cifar10:")
+    assert len(grid.specs) == 6
+
+
+def test_baseline_must_be_a_spec_of_the_grid(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID + 'baseline = "digits_eann"\n')
+    assert errors(path) == [("E933", 14, "baseline `digits_eann` is not a spec of this grid")]
