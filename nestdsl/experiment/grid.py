@@ -154,6 +154,13 @@ def load_grid(path: str | Path) -> Grid:
     except OSError as error:
         fail("E930", f"cannot read the grid file `{path}`: {error.strerror or error}")
     try:
+        return _checked(path, text)
+    except NestError as error:  # shown with the grid's lines, like a spec's errors
+        raise NestError(error.diagnostics, {str(path): text}) from None
+
+
+def _checked(path: Path, text: str) -> Grid:
+    try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         where = re.search(r"line (\d+)", str(error))
