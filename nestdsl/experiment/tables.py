@@ -188,10 +188,11 @@ def spec_table(runs: Sequence[RunRecord], spec: str) -> str:
     return "\n".join(lines)
 
 
-def _column_order(variant: str) -> tuple[int, str]:
-    strategy = variant.partition("-p")[0]
-    order = list(HEADERS)
-    return (order.index(strategy) if strategy in order else len(order), variant)
+def _column_order(variant: str) -> tuple[bool, int, str]:
+    """Strategies in the paper's column order, then the extra priority orders."""
+    strategy, _, order = variant.partition("-p")
+    known = list(HEADERS)
+    return (bool(order), known.index(strategy) if strategy in known else len(known), variant)
 
 
 def results_markdown(runs: Sequence[RunRecord]) -> str:
