@@ -182,10 +182,17 @@ def spec_table(runs: Sequence[RunRecord], spec: str) -> str:
         "|---|" + "---:|" * len(head),
     ]
     for index, label in enumerate(labels):
-        cells = [str(columns[v][index]) for v in anytime]
-        cells += [str(s[index + 1]) if index + 1 in s else "" for s in singles.values()]
+        cells = [_cell(columns[v][index], len(seeds)) for v in anytime]
+        cells += [
+            _cell(s[index + 1], len(seeds)) if index + 1 in s else "" for s in singles.values()
+        ]
         lines.append(f"| {index + 1} {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cell(stat: Stat, seeds: int) -> str:
+    """A table cell; one over fewer seeds than its table says so (a grid stopped early)."""
+    return str(stat) if stat.count == seeds else f"{stat} [n={stat.count}]"
 
 
 def _column_order(variant: str) -> tuple[bool, int, str]:
@@ -202,6 +209,7 @@ def results_markdown(runs: Sequence[RunRecord]) -> str:
     intro = (
         "Top-1 test error (%) per stage: mean (standard deviation) ±half-width of the 95% "
         "Student-t interval over seeds. Oracle: an independent network of the stage's size; "
-        "D_k alone: the stage's subnetwork trained by itself."
+        "D_k alone: the stage's subnetwork trained by itself. [n=k]: a cell over only k of the "
+        "table's seeds (a grid not yet finished)."
     )
     return "\n\n".join([intro, *tables]) + "\n"
