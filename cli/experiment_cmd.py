@@ -36,13 +36,19 @@ def experiment(
     jobs: Annotated[
         int, typer.Option(min=1, metavar="N", help="Runs trained at a time (processes).")
     ] = 1,
+    report_only: Annotated[
+        bool,
+        typer.Option(
+            "--report-only", help="Train nothing: write the report of the runs finished so far."
+        ),
+    ] = False,
 ) -> None:
     """Train every unfinished run of GRID.toml (finished ones are skipped, cut ones resumed)."""
     with user_errors():
         import_torch()
         from nestdsl.experiment import run_experiment
 
-        run_experiment(grid, out, jobs=jobs, report=typer.echo)
+        run_experiment(grid, out, jobs=jobs, report=typer.echo, train=not report_only)
 
 
 def register(app: typer.Typer) -> None:

@@ -13,13 +13,19 @@ from nestdsl.train.runs import RESULTS
 
 
 def run_experiment(
-    grid_file: str | Path, out: str | Path | None = None, *, jobs: int = 1, report: Report = print
+    grid_file: str | Path,
+    out: str | Path | None = None,
+    *,
+    jobs: int = 1,
+    report: Report = print,
+    train: bool = True,
 ) -> Summary:
     """Train every unfinished cell of the grid under ``out`` (default ``runs/<grid name>``)
-    and write ``OUT/results.md`` with its figures; failed cells are reported (E934) last."""
+    and write ``OUT/results.md`` with its figures; failed cells are reported (E934) last.
+    ``train=False`` only writes the report of the runs finished so far."""
     grid = load_grid(grid_file)
     root = Path(out) if out is not None else Path("runs") / grid.grid.name
-    summary = run_grid(grid, root, jobs=jobs, report=report)
+    summary = run_grid(grid, root, jobs=jobs, report=report) if train else Summary(0, 0, [])
     if any(root.rglob(RESULTS)):
         path = write_report(grid, find_runs([root]), root)
         report(f"report: {path}")

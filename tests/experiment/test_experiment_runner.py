@@ -85,6 +85,11 @@ def test_experiment_cli_trains_then_skips(tmp_path: Path) -> None:
     second = runner.invoke(app, ["experiment", str(path), "--out", str(out)])
     assert second.exit_code == 0, second.output
     assert "6 runs: 6 finished, 0 to train" in second.output
+    (out / "results.md").unlink()
+    third = runner.invoke(app, ["experiment", str(path), "--out", str(out), "--report-only"])
+    assert third.exit_code == 0, third.output
+    assert "runs:" not in third.output
+    assert "| stage | SGD | OSGD | OSGD 3,2,1 | Oracle |" in (out / "results.md").read_text()
 
 
 def test_interrupted_run_is_resumed(tmp_path: Path) -> None:
