@@ -12,7 +12,16 @@ from typing import Annotated
 import typer
 
 from nestdsl import __version__
-from nestdsl.cli import compile_cmd, draw_cmd, eval_cmd, run_cmd, strategies_cmd, train_cmd
+from nestdsl.cli import (
+    compile_cmd,
+    draw_cmd,
+    eval_cmd,
+    experiment_cmd,
+    plot_cmd,
+    run_cmd,
+    strategies_cmd,
+    train_cmd,
+)
 
 EXAMPLES = """\b
 Examples:
@@ -32,7 +41,16 @@ app = typer.Typer(
     context_settings={"max_content_width": 100},
 )
 
-for command in (compile_cmd, train_cmd, draw_cmd, strategies_cmd, eval_cmd, run_cmd):
+for command in (
+    compile_cmd,
+    train_cmd,
+    draw_cmd,
+    strategies_cmd,
+    eval_cmd,
+    run_cmd,
+    experiment_cmd,
+    plot_cmd,
+):
     command.register(app)
 
 
