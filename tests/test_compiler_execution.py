@@ -13,11 +13,14 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
 from spec_helpers import shipped_specs
+from test_properties import specs
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 import nestdsl
+from nestdsl.ast import Spec
 from nestdsl.compiler.ops import ConvOp
 from nestdsl.compiler.plans import EXECUTIONS
 from nestdsl.profiling import DispatchCounter
@@ -115,3 +118,18 @@ def test_joint_forward_has_no_host_device_synchronisation(spec: str) -> None:
         net(x)
     assert counter.syncs == 0
     assert "aten._to_copy.default" not in counter.by_op
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(specs())
+def test_execution_modes_agree_on_random_specs(spec: Spec) -> None:
+    torch.manual_seed(0)
+    net = nestdsl.compile(spec).eval()
+    x = torch.randn(2, *net.input_shape)
+    net.set_execution("dense")
+    reference = outputs_and_grads(net, x, anytime=False)
+    for mode in ("blockwise", "auto"):
+        net.set_execution(mode)
+        outputs, grads = outputs_and_grads(net, x, anytime=False)
+        for a, b in zip([*outputs, *grads], [*reference[0], *reference[1]], strict=True):
+            assert close(a, b), mode
