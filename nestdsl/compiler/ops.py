@@ -1,11 +1,12 @@
-"""One module per IR op. Each runs a whole layer densely (joint execution) or only some of
-its units from cached unit tensors (anytime execution).
+"""One module per IR op. Each runs a whole layer (joint execution) or only some of its units
+from cached unit tensors (anytime execution).
 
 Parameters are owned by units: a conv unit (layer, stripe j) owns its incoming weights from
 the input channels its kept edges cover (``kept``), and its BatchNorm affine parameters.
-Joint execution assembles them into one dense weight whose pruned entries are zero, so a
-layer is one convolution whatever the nesting; anytime execution convolves the kept input
-channels with a unit's own weight directly. BatchNorm statistics are per channel, so a unit's
+Joint execution runs a convolution by its plan (``plans.py``): one dense weight assembled from
+the units' weights with the pruned entries zero, or blocks of stripes that each convolve only
+the input prefix they read (no zeros); anytime execution convolves the kept input channels
+with a unit's own weight directly. BatchNorm statistics are per channel, so a unit's
 activation never depends on units of later stages (no per-width BN switching is needed).
 """
 
@@ -203,12 +204,12 @@ class ConvOp(_Normalised):
         for weight in self.weight:
             nn.init.normal_(weight, std=(2.0 / fan_out) ** 0.5)  # He init, fan-out mode
         prefixes = all(kept_j == list(range(len(kept_j))) for kept_j in kept)
+        # Set when the layer can run block-wise: several stripes, each reading an input prefix.
         self.shape = (
             ConvShape(layer.stripes, tuple(map(len, kept)), in_channels, k)
             if prefixes and groups == 1 and len(kept) > 1
             else None
         )
-        """Set when the layer can run block-wise (stripes read input prefixes)."""
         self.execution: Execution = "auto"
         self._plans: dict[str, tuple[Block, ...]] = {}
 
