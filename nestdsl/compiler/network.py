@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nestdsl.compiler.ops import OPS, LayerOp, combine
+from nestdsl.compiler.plans import PLANNERS, Execution
 from nestdsl.ir.model import Layer, NestIR, UnitId
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ class NestedNet(nn.Module):
             key=lambda item: (item[0], item[1]),
         )
         self._steps = [_plan_stage(ir, k) for k in range(1, ir.num_stages + 1)]
+        self.execution: Execution = "auto"
         self._unit_of: dict[int, UnitId] = {
             id(p): unit
             for layer in self._order
@@ -85,6 +87,18 @@ class NestedNet(nn.Module):
         return op
 
     # --- execution --------------------------------------------------------------------------
+
+    def set_execution(self, execution: Execution) -> None:
+        """How joint execution runs width-nested convolutions: ``"auto"`` (the default) picks,
+        per layer and device type, the dense weight or blocks of stripes that skip the pruned
+        zeros, whichever ``compiler.plans`` rates faster; ``"dense"`` and ``"blockwise"``
+        force one (all three compute the same outputs and gradients)."""
+        if execution not in PLANNERS:
+            raise ValueError(f"execution must be one of {', '.join(PLANNERS)}, got {execution!r}")
+        self.execution = execution
+        for op in self.ops.values():
+            assert isinstance(op, LayerOp)
+            op.set_execution(execution)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """Joint execution: every stage's logits ([B, classes] each) from one dense pass."""
@@ -223,6 +237,7 @@ class NestedNet(nn.Module):
                     if name.startswith("running_"):
                         buffer.copy_(getattr(mine, name)[: buffer.numel()])
         sub.train(self.training)
+        sub.set_execution(self.execution)
         return Standalone(sub, self.stage_labels[k - 1])
 
     def _check_stage(self, k: int) -> None:

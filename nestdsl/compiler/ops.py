@@ -1,11 +1,12 @@
-"""One module per IR op. Each runs a whole layer densely (joint execution) or only some of
-its units from cached unit tensors (anytime execution).
+"""One module per IR op. Each runs a whole layer (joint execution) or only some of its units
+from cached unit tensors (anytime execution).
 
 Parameters are owned by units: a conv unit (layer, stripe j) owns its incoming weights from
 the input channels its kept edges cover (``kept``), and its BatchNorm affine parameters.
-Joint execution assembles them into one dense weight whose pruned entries are zero, so a
-layer is one convolution whatever the nesting; anytime execution convolves the kept input
-channels with a unit's own weight directly. BatchNorm statistics are per channel, so a unit's
+Joint execution runs a convolution by its plan (``plans.py``): one dense weight assembled from
+the units' weights with the pruned entries zero, or blocks of stripes that each convolve only
+the input prefix they read (no zeros); anytime execution convolves the kept input channels
+with a unit's own weight directly. BatchNorm statistics are per channel, so a unit's
 activation never depends on units of later stages (no per-width BN switching is needed).
 """
 
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nestdsl.compiler.plans import PLANNERS, Block, ConvShape, Execution
 from nestdsl.ir.model import Layer
 
 BN_MOMENTUM = 0.1
@@ -43,28 +45,33 @@ def aggregate(layer: Layer, inputs: Sequence[Tensor]) -> Tensor:
     return combine(layer.agg, inputs)
 
 
-class _Assembly:
-    """How to place one unit's weight inside the dense weight of its layer."""
+class _Assembly(nn.Module):
+    """How to place one unit's weight inside the dense weight of its layer.
+
+    A unit reading a prefix of the input is padded with zeros; any other kept set is copied
+    into zeros by an index that lives on the weight's device as a buffer, so assembling the
+    weight never copies from the host (no host-device synchronisation).
+    """
+
+    index: Tensor | None
 
     def __init__(self, kept: list[int], in_channels: int):
-        self.full = kept == list(range(in_channels))
-        self.prefix = kept == list(range(len(kept)))
-        self.pad = in_channels - len(kept)
-        self.index = torch.tensor(kept, dtype=torch.long)
+        super().__init__()
+        self.width = len(kept)
         self.in_channels = in_channels
+        prefix = kept == list(range(len(kept)))
+        index = None if prefix else torch.tensor(kept, dtype=torch.long)
+        self.register_buffer("index", index, persistent=False)
 
-    def place(self, weight: Tensor) -> Tensor:
-        if self.full:
-            return weight
-        if self.prefix:
-            return (
-                F.pad(weight, (0, 0, 0, 0, 0, self.pad))
-                if weight.dim() == 4
-                else F.pad(weight, (0, self.pad))
-            )
-        shape = (weight.shape[0], self.in_channels, *weight.shape[2:])
-        zeros = weight.new_zeros(shape)
-        return zeros.index_copy(1, self.index.to(weight.device), weight)
+    def place(self, weight: Tensor, width: int | None = None) -> Tensor:
+        """``weight`` ([out, kept, k, k]) spread over ``width`` input channels (default: all
+        of the layer's), zeros elsewhere: [out, width, k, k]."""
+        width = self.in_channels if width is None else width
+        if self.index is None:
+            pad = width - self.width
+            return F.pad(weight, (0, 0, 0, 0, 0, pad)) if pad else weight
+        shape = (weight.shape[0], width, *weight.shape[2:])
+        return weight.new_zeros(shape).index_copy(1, self.index, weight)
 
 
 class LayerOp(nn.Module, ABC):
@@ -89,6 +96,9 @@ class LayerOp(nn.Module, ABC):
 
     def unit_parameters(self, stripe: int) -> list[nn.Parameter]:
         return []
+
+    def set_execution(self, execution: Execution) -> None:
+        """Choose how joint execution runs the layer; only convolutions have a choice."""
 
     def gather(self, inputs: Sequence[Tensor]) -> Tensor:
         """The layer's aggregated input in the channel order its stripes read."""
@@ -189,10 +199,19 @@ class ConvOp(_Normalised):
         )
         if layer.bn:
             self._create_norm()
-        self.assembly = [_Assembly(kept_j, in_channels) for kept_j in kept]
+        self.assembly = nn.ModuleList(_Assembly(kept_j, in_channels) for kept_j in kept)
         fan_out = layer.channels // groups * k * k
         for weight in self.weight:
             nn.init.normal_(weight, std=(2.0 / fan_out) ** 0.5)  # He init, fan-out mode
+        prefixes = all(kept_j == list(range(len(kept_j))) for kept_j in kept)
+        # Set when the layer can run block-wise: several stripes, each reading an input prefix.
+        self.shape = (
+            ConvShape(layer.stripes, tuple(map(len, kept)), in_channels, k)
+            if prefixes and groups == 1 and len(kept) > 1
+            else None
+        )
+        self.execution: Execution = "auto"
+        self._plans: dict[str, tuple[Block, ...]] = {}
 
     def unit_parameters(self, stripe: int) -> list[nn.Parameter]:
         own = [self.weight[stripe]]
@@ -202,20 +221,60 @@ class ConvOp(_Normalised):
             own += [self.bn_weight[stripe], self.bn_bias[stripe]]
         return own
 
+    def set_execution(self, execution: Execution) -> None:
+        """Choose how joint execution runs this layer (see ``plans.Execution``)."""
+        self.execution = execution
+        self._plans.clear()
+
+    def plan(self, device: str) -> tuple[Block, ...]:
+        """The blocks joint execution runs on ``device`` (a device type), planned once."""
+        if device not in self._plans:
+            self._plans[device] = (
+                (Block(0, len(self.weight), self.in_channels),)
+                if self.shape is None
+                else PLANNERS[self.execution](self.shape, device)
+            )
+        return self._plans[device]
+
     def dense_weight(self) -> Tensor:
         if self.layer.groups > 1:  # stripes hold whole groups: no placement needed
             return _cat_weights(list(self.weight))
-        return _cat_weights([a.place(w) for a, w in zip(self.assembly, self.weight, strict=True)])
+        return _cat_weights(self._placed(range(len(self.weight)), self.in_channels))
+
+    def _placed(self, stripes: range, width: int) -> list[Tensor]:
+        """The weights of ``stripes`` over the first ``width`` input channels."""
+        placed = []
+        for j in stripes:
+            assembly = self.assembly[j]
+            assert isinstance(assembly, _Assembly)
+            placed.append(assembly.place(self.weight[j], width))
+        return placed
 
     def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None, out: int) -> Tensor:
         layer = self.layer
         groups = out // (layer.channels // layer.groups) if layer.groups > 1 else 1
         return F.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, groups)
 
+    def _bias(self, stripes: Sequence[int]) -> Tensor | None:
+        if self.bias is None:
+            return None
+        return _cat_weights([self.bias[j] for j in stripes])
+
+    def _run_block(self, x: Tensor, block: Block) -> Tensor:
+        """One convolution of the input prefix the block reads: [B, block channels, H', W']."""
+        stripes = block.stripes
+        out = sum(self.layer.stripes[j] for j in stripes)
+        whole = block.width == self.in_channels and len(stripes) == len(self.weight)
+        weight = self.dense_weight() if whole else _cat_weights(self._placed(stripes, block.width))
+        if block.width < self.in_channels:
+            x = x[:, : block.width]  # [B, width, H, W]
+        return self._conv(x, weight, self._bias(stripes), out)
+
     def forward(self, inputs: Sequence[Tensor]) -> Tensor:
         layer = self.layer
-        bias = _cat(self.bias) if self.bias is not None else None
-        y = self._conv(self.gather(inputs), self.dense_weight(), bias, layer.channels)
+        x = self.gather(inputs)  # [B, C_in, H, W]
+        blocks = [self._run_block(x, block) for block in self.plan(x.device.type)]
+        y = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)  # [B, C_out, H', W']
         if layer.bn:
             y = self._bn_all(y)
         return ACTIVATIONS[layer.act](y)
@@ -223,8 +282,7 @@ class ConvOp(_Normalised):
     def forward_units(self, x: Tensor, stripes: Sequence[int]) -> list[Tensor]:
         layer = self.layer
         weight = _cat_weights([self.weight[j] for j in stripes])
-        bias = torch.cat([self.bias[j] for j in stripes]) if self.bias is not None else None
-        y = self._conv(x, weight, bias, sum(layer.stripes[j] for j in stripes))
+        y = self._conv(x, weight, self._bias(stripes), sum(layer.stripes[j] for j in stripes))
         if layer.bn:
             return self._bn_units(y, stripes)
         return list(torch.split(ACTIVATIONS[layer.act](y), [layer.stripes[j] for j in stripes], 1))

@@ -1,0 +1,221 @@
+"""Benchmark: every execution path of a compiled spec side by side, against issue 13's targets.
+
+Paths (medians over repeats; within a repeat every path runs once, in a rotating order, so
+that noise on a shared machine hits them alike):
+
+- train steps (forward + backward of every stage's loss): joint execution with the dense
+  weight, block-wise (one convolution per stripe, no pruned zeros), ``auto`` (the per-layer
+  choice the compiler makes), and a hand-written dense PyTorch model of D_n where the spec
+  is a plain residual network (``joint_vs_handwritten.HandWritten``);
+- inference: joint ``dense`` / ``blockwise`` / ``auto``, anytime execution of all stages,
+  the first anytime output alone, and ``subnetwork(1)`` alone.
+
+Targets printed beside the ratios: joint train step <= 0.9x hand-written D_n where the kept
+FLOPs are <= 0.75x the dense ones; anytime all stages <= 1.05x a joint pass; first output
+<= 1.2x ``subnetwork(1)``; on tiny specs no path slower than 1.2x the best of its kind.
+
+    python bench/execution_paths.py [SPEC ...] [--batch 16] [--repeats 9] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from joint_vs_handwritten import HandWritten, infer_step, timed, train_step
+from torch import nn
+
+import nestdsl
+from nestdsl.cost import stage_costs, unit_flops
+from nestdsl.ir.model import NestIR
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SPECS = [
+    "specs/digits_width.nest",
+    "specs/digits_width_depth.nest",
+    "specs/resnet42_width.nest",
+    "specs/sparse_resnet98_depth.nest",
+    "specs/sparse_resnet98_alternating.nest",
+]
+TINY_MACS = 50e6
+"""Specs below this many multiply-accumulates per image count as tiny (the digits ones)."""
+
+
+@dataclass(frozen=True)
+class Path_:
+    """One thing to time: its group (train / inference), name and the step to run."""
+
+    group: str
+    name: str
+    step: Callable[[], None]
+
+
+def dense_macs(ir: NestIR) -> int:
+    """MACs per image of joint execution with dense weights (pruned entries multiplied)."""
+    total = 0
+    for layer in ir.layers.values():
+        if layer.op == "conv":
+            per_out = ir.in_channels(layer) // layer.groups * layer.kernel**2
+            total += layer.size[0] * layer.size[1] * layer.channels * per_out
+        elif layer.op == "head":
+            total += unit_flops(ir, (layer.id, 0))
+    return total
+
+
+def kept_macs(ir: NestIR) -> int:
+    """MACs per image of D_n without its pruned entries, plus every head."""
+    costs = stage_costs(ir)
+    return sum(cost.incremental_flops for cost in costs)
+
+
+def anytime_all(net: nestdsl.NestedNet, x: torch.Tensor) -> Callable[[], None]:
+    def step() -> None:
+        with torch.no_grad():
+            for _ in net.anytime(x):
+                pass
+
+    return step
+
+
+def first_output(net: nestdsl.NestedNet, x: torch.Tensor) -> Callable[[], None]:
+    def step() -> None:
+        with torch.no_grad():
+            net.advance(net.start(x))
+
+    return step
+
+
+def with_execution(
+    net: nestdsl.NestedNet, execution: str, step: Callable[[], None]
+) -> Callable[[], None]:
+    def run() -> None:
+        net.set_execution(execution)  # type: ignore[arg-type]
+        step()
+
+    return run
+
+
+def paths(spec_path: str, batch: int) -> tuple[nestdsl.NestedNet, list[Path_]]:
+    spec = nestdsl.load(ROOT / spec_path)
+    torch.manual_seed(0)
+    net = nestdsl.compile(spec).train()
+    c, h, w = net.input_shape
+    x = torch.randn(batch, c, h, w)
+    sub = net.subnetwork(1).eval()
+    evaluated = nestdsl.compile(net.ir).eval()
+    evaluated.load_state_dict(net.state_dict())
+    result = [
+        Path_("train", f"joint {mode}", with_execution(net, mode, train_step(net, x)))
+        for mode in ("dense", "blockwise", "auto")
+    ]
+    try:
+        hand: nn.Module = HandWritten(spec, net.num_stages).train()
+        result.append(Path_("train", "hand-written D_n", train_step(hand, x)))
+    except SystemExit:  # not a plain residual network
+        pass
+    result += [
+        Path_("infer", f"joint {mode}", with_execution(evaluated, mode, infer_step(evaluated, x)))
+        for mode in ("dense", "blockwise", "auto")
+    ]
+    result += [
+        Path_("infer", "anytime, all stages", anytime_all(evaluated, x)),
+        Path_("first", "anytime, first output", first_output(evaluated, x)),
+        Path_("first", "subnetwork(1) alone", infer_step(sub, x)),
+    ]
+    return net, result
+
+
+def measure(items: list[Path_], repeats: int) -> dict[str, list[float]]:
+    """Milliseconds per path and repeat; each repeat runs every path once, order rotating."""
+    device = torch.device("cpu")
+    for item in items:  # warm-up (and one-time planning)
+        item.step()
+    times: dict[str, list[float]] = {f"{i.group}: {i.name}": [] for i in items}
+    for r in range(repeats):
+        shift = r % len(items)
+        for item in items[shift:] + items[:shift]:
+            times[f"{item.group}: {item.name}"].append(timed(item.step, device) * 1e3)
+    return times
+
+
+DEFAULT_PATHS = ("train: joint auto", "infer: joint auto", "infer: anytime, all stages")
+"""What a user gets without forcing an execution mode (the others are for comparison)."""
+
+
+def targets(ms: dict[str, float], kept_share: float, tiny: bool) -> list[tuple[str, float, float]]:
+    """(what, ratio, target) for each of issue 13's item-1 targets that applies."""
+    checks = [
+        (
+            "anytime all / joint auto",
+            ms["infer: anytime, all stages"] / ms["infer: joint auto"],
+            1.05,
+        ),
+        (
+            "first output / subnetwork(1)",
+            ms["first: anytime, first output"] / ms["first: subnetwork(1) alone"],
+            1.2,
+        ),
+    ]
+    if "train: hand-written D_n" in ms and kept_share <= 0.75:
+        hand = ms["train: hand-written D_n"]
+        checks.insert(0, ("train auto / hand-written D_n", ms["train: joint auto"] / hand, 0.9))
+    if tiny:
+        for group in ("train", "infer"):
+            best = min(v for k, v in ms.items() if k.startswith(group))
+            slowest = max(v for k, v in ms.items() if k in DEFAULT_PATHS and k.startswith(group))
+            checks.append((f"tiny: default {group} path / best", slowest / best, 1.2))
+    return checks
+
+
+def report(net: nestdsl.NestedNet, times: dict[str, list[float]], batch: int) -> None:
+    """Medians (and minima: on a loaded machine short steps are often descheduled, which
+    inflates medians but rarely minima), ratios to the best of each group, and targets."""
+    ms = {key: statistics.median(values) for key, values in times.items()}
+    dense, kept = dense_macs(net.ir), kept_macs(net.ir)
+    tiny = dense < TINY_MACS
+    print(
+        f"\n{net.ir.name} ({' '.join(net.stage_labels)}), batch {batch}: kept/dense MACs "
+        f"{kept / dense:.3f}, {dense / 1e6:.1f} M dense MACs per image{' (tiny)' if tiny else ''}"
+    )
+    for _, group in itertools.groupby(ms.items(), key=lambda kv: kv[0].split(":")[0]):
+        rows = list(group)
+        best = min(value for _, value in rows)
+        for key, value in rows:
+            print(
+                f"  {key:36s} {value:10.2f} ms  {value / best:5.2f}x best"
+                f"  (min {min(times[key]):.2f} ms)"
+            )
+    for name, ratio, target in targets(ms, kept / dense, tiny):
+        verdict = "met" if ratio <= target else "NOT met"
+        print(f"  {name:36s} {ratio:6.2f}  (target <= {target}: {verdict})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("specs", nargs="*", default=DEFAULT_SPECS)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument(
+        "--threads", type=int, default=0, help="intra-op threads (0: torch's default)"
+    )
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
+        f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}"
+    )
+    for spec_path in args.specs:
+        net, items = paths(spec_path, args.batch)
+        report(net, measure(items, args.repeats), args.batch)
+    print(f"\nload average at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()

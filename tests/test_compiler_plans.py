@@ -1,0 +1,61 @@
+"""Planning block-wise execution of width-nested convolutions (nestdsl.compiler.plans)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from nestdsl.compiler.plans import (
+    DEVICE_COSTS,
+    PLANNERS,
+    Block,
+    ConvShape,
+    cheapest_plan,
+    dense_plan,
+    stripe_plan,
+)
+
+
+def width_nested(channels: int, kernel: int = 3) -> ConvShape:
+    """A 1:1:2 width-nested convolution from ``channels`` to ``channels`` channels."""
+    quarter = channels // 4
+    return ConvShape((quarter, quarter, 2 * quarter), (quarter, 2 * quarter, channels), channels, 3)
+
+
+def test_dense_and_stripe_plans() -> None:
+    shape = width_nested(64)
+    assert dense_plan(shape, "cpu") == (Block(0, 3, 64),)
+    assert stripe_plan(shape, "cpu") == (Block(0, 1, 16), Block(1, 2, 32), Block(2, 3, 64))
+    assert list(Block(1, 3, 64).stripes) == [1, 2]
+
+
+def test_every_plan_covers_the_stripes_in_order() -> None:
+    shape = ConvShape((8, 8, 16, 32, 64), (8, 16, 32, 64, 128), 128, 1)
+    for planner in PLANNERS.values():
+        for device in ("cpu", "cuda"):
+            plan = planner(shape, device)
+            assert plan[0].first == 0 and plan[-1].stop == 5
+            assert all(a.stop == b.first for a, b in itertools.pairwise(plan))
+            assert all(b.width >= max(shape.kept[b.first : b.stop]) for b in plan)
+
+
+@pytest.mark.parametrize(("channels", "blocks"), [(16, 1), (32, 1), (128, 3)])
+def test_cpu_picks_dense_for_narrow_stripes_and_blocks_for_wide_ones(
+    channels: int, blocks: int
+) -> None:
+    assert len(cheapest_plan(width_nested(channels), "cpu")) == blocks
+
+
+def test_the_cheapest_plan_is_no_costlier_than_dense_or_stripes() -> None:
+    for channels in (16, 32, 64, 128, 256):
+        shape = width_nested(channels)
+        for device, costs in DEVICE_COSTS.items():
+            best = shape.cost(cheapest_plan(shape, device), costs)
+            assert best <= shape.cost(dense_plan(shape, device), costs)
+            assert best <= shape.cost(stripe_plan(shape, device), costs)
+
+
+def test_unknown_devices_use_the_gpu_row() -> None:
+    shape = width_nested(256)
+    assert cheapest_plan(shape, "mps") == cheapest_plan(shape, "cuda")
