@@ -15,6 +15,10 @@ FLOPs are <= 0.75x the dense ones; anytime all stages <= 1.05x a joint pass; fir
 <= 1.2x ``subnetwork(1)``; on tiny specs no path slower than 1.2x the best of its kind.
 
     python bench/execution_paths.py [SPEC ...] [--batch 16] [--repeats 9] [--threads N]
+        [--device cuda]
+
+On a GPU every path runs in float32 on the device (TF32 as PyTorch's defaults allow), so the
+ratios compare the execution paths themselves, not precisions.
 """
 
 from __future__ import annotations
@@ -101,21 +105,24 @@ def with_execution(
     return run
 
 
-def paths(spec_path: str, batch: int) -> tuple[nestdsl.NestedNet, list[Path_]]:
+def paths(
+    spec_path: str, batch: int, device: torch.device
+) -> tuple[nestdsl.NestedNet, list[Path_]]:
     spec = nestdsl.load(ROOT / spec_path)
     torch.manual_seed(0)
     net = nestdsl.compile(spec).train()
     c, h, w = net.input_shape
-    x = torch.randn(batch, c, h, w)
-    sub = net.subnetwork(1).eval()
+    x = torch.randn(batch, c, h, w, device=device)
+    sub = net.subnetwork(1).eval().to(device)
     evaluated = nestdsl.compile(net.ir).eval()
     evaluated.load_state_dict(net.state_dict())
+    net.to(device), evaluated.to(device)
     result = [
         Path_("train", f"joint {mode}", with_execution(net, mode, train_step(net, x)))
         for mode in ("dense", "blockwise", "auto")
     ]
     try:
-        hand: nn.Module = HandWritten(spec, net.num_stages).train()
+        hand: nn.Module = HandWritten(spec, net.num_stages).train().to(device)
         result.append(Path_("train", "hand-written D_n", train_step(hand, x)))
     except SystemExit:  # not a plain residual network
         pass
@@ -131,9 +138,8 @@ def paths(spec_path: str, batch: int) -> tuple[nestdsl.NestedNet, list[Path_]]:
     return net, result
 
 
-def measure(items: list[Path_], repeats: int) -> dict[str, list[float]]:
+def measure(items: list[Path_], repeats: int, device: torch.device) -> dict[str, list[float]]:
     """Milliseconds per path and repeat; each repeat runs every path once, order rotating."""
-    device = torch.device("cpu")
     for item in items:  # warm-up (and one-time planning)
         item.step()
     times: dict[str, list[float]] = {f"{i.group}: {i.name}": [] for i in items}
@@ -173,14 +179,16 @@ def targets(ms: dict[str, float], kept_share: float, tiny: bool) -> list[tuple[s
     return checks
 
 
-def report(net: nestdsl.NestedNet, times: dict[str, list[float]], batch: int) -> None:
+def report(
+    net: nestdsl.NestedNet, times: dict[str, list[float]], batch: int, device: torch.device
+) -> None:
     """Medians (and minima: on a loaded machine short steps are often descheduled, which
     inflates medians but rarely minima), ratios to the best of each group, and targets."""
     ms = {key: statistics.median(values) for key, values in times.items()}
     dense, kept = dense_macs(net.ir), kept_macs(net.ir)
     tiny = dense < TINY_MACS
     print(
-        f"\n{net.ir.name} ({' '.join(net.stage_labels)}), batch {batch}: kept/dense MACs "
+        f"\n{net.ir.name} ({' '.join(net.stage_labels)}), batch {batch}, {device}: kept/dense MACs "
         f"{kept / dense:.3f}, {dense / 1e6:.1f} M dense MACs per image{' (tiny)' if tiny else ''}"
     )
     for _, group in itertools.groupby(ms.items(), key=lambda kv: kv[0].split(":")[0]):
@@ -204,7 +212,9 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=0, help="intra-op threads (0: torch's default)"
     )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(
@@ -212,8 +222,8 @@ def main() -> None:
         f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}"
     )
     for spec_path in args.specs:
-        net, items = paths(spec_path, args.batch)
-        report(net, measure(items, args.repeats), args.batch)
+        net, items = paths(spec_path, args.batch, device)
+        report(net, measure(items, args.repeats, device), args.batch, device)
     print(f"\nload average at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 

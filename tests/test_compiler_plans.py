@@ -5,12 +5,15 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from conftest import SPECS
 
 from nestdsl.compiler.plans import (
     DEVICE_COSTS,
     PLANNERS,
     Block,
     ConvShape,
+    DeviceCost,
+    candidate_plans,
     cheapest_plan,
     dense_plan,
     stripe_plan,
@@ -59,3 +62,35 @@ def test_the_cheapest_plan_is_no_costlier_than_dense_or_stripes() -> None:
 def test_unknown_devices_use_the_gpu_row() -> None:
     shape = width_nested(256)
     assert cheapest_plan(shape, "mps") == cheapest_plan(shape, "cuda")
+
+
+def test_candidates_are_dense_then_every_partition_once() -> None:
+    shape = width_nested(64)
+    plans = candidate_plans(shape)
+    assert plans[0] == dense_plan(shape, "cpu")
+    # the one-run partition reads every input channel here, so it is the dense plan itself
+    assert len(plans) == len(set(plans)) == 2 ** (len(shape.stripes) - 1)
+    assert cheapest_plan(shape, "cpu", DeviceCost(full_rate_channels=1, per_block=0.0)) == (
+        stripe_plan(shape, "cpu")
+    )
+
+
+def test_a_forced_plan_computes_what_the_dense_weight_does() -> None:
+    import torch
+
+    import nestdsl
+    from nestdsl.compiler.ops import ConvOp
+
+    net = nestdsl.compile(nestdsl.load(SPECS / "digits_width.nest")).eval()
+    ops = (o for o in net.ops.values() if isinstance(o, ConvOp) and o.shape is not None)
+    op = next(o for o in ops if o.in_channels > 1)
+    assert op.shape is not None
+    x = torch.randn(2, op.shape.in_channels, 16, 16)
+    expected = op([x])
+    for plan in candidate_plans(op.shape):
+        op.use_plan("cpu", plan)
+        assert torch.allclose(op([x]), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="do not cover"):
+        op.use_plan("cpu", (Block(0, 1, op.shape.in_channels),))
+    with pytest.raises(ValueError, match="reads less"):
+        op.use_plan("cpu", (Block(0, len(op.shape.stripes), 1),))

@@ -236,6 +236,22 @@ class ConvOp(_Normalised):
             )
         return self._plans[device]
 
+    def use_plan(self, device: str, blocks: tuple[Block, ...]) -> None:
+        """Run joint execution on ``device`` (a device type) by ``blocks`` instead of the
+        planner's choice, e.g. to time every partition (``bench/conv_plans.py``). The blocks
+        must be consecutive runs covering every stripe, each reading at least its stripes'
+        kept input prefix."""
+        shape = self.shape
+        if shape is None:
+            raise ValueError(f"layer {self.layer.id} has no block-wise plans")
+        bounds = [(b.first, b.stop) for b in blocks]
+        stops = [0, *(stop for _, stop in bounds)]
+        if [first for first, _ in bounds] != stops[:-1] or stops[-1] != len(shape.stripes):
+            raise ValueError(f"blocks {bounds} do not cover stripes 0..{len(shape.stripes) - 1}")
+        if any(b.width < max(shape.kept[b.first : b.stop]) for b in blocks):
+            raise ValueError("a block reads less than the input prefix its stripes need")
+        self._plans[device] = blocks
+
     def dense_weight(self) -> Tensor:
         if self.layer.groups > 1:  # stripes hold whole groups: no placement needed
             return _cat_weights(list(self.weight))

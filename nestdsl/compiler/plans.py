@@ -113,12 +113,19 @@ def stripe_plan(shape: ConvShape, device: str) -> tuple[Block, ...]:
     return shape.blocks([(j, j + 1) for j in range(len(shape.stripes))])
 
 
-def cheapest_plan(shape: ConvShape, device: str) -> tuple[Block, ...]:
-    """The partition of the stripes into blocks that ``DEVICE_COSTS`` rates cheapest on
-    ``device`` (exhaustive: 2^(n-1) partitions of n stripes; the dense weight on ties)."""
-    costs = DEVICE_COSTS.get(device, DEVICE_COSTS["cuda"])
-    candidates = [dense_plan(shape, device), *(shape.blocks(r) for r in _runs(len(shape.stripes)))]
-    return min(candidates, key=lambda plan: shape.cost(plan, costs))
+def candidate_plans(shape: ConvShape) -> list[tuple[Block, ...]]:
+    """The dense weight, then every partition of the stripes into runs (2^(n-1) for n)."""
+    dense = dense_plan(shape, "any")
+    return [dense, *(p for p in map(shape.blocks, _runs(len(shape.stripes))) if p != dense)]
+
+
+def cheapest_plan(
+    shape: ConvShape, device: str, costs: DeviceCost | None = None
+) -> tuple[Block, ...]:
+    """The candidate plan that ``costs`` (default: ``DEVICE_COSTS`` for ``device``) rates
+    cheapest; the dense weight on ties."""
+    costs = costs or DEVICE_COSTS.get(device, DEVICE_COSTS["cuda"])
+    return min(candidate_plans(shape), key=lambda plan: shape.cost(plan, costs))
 
 
 PLANNERS: dict[Execution, Callable[[ConvShape, str], tuple[Block, ...]]] = {

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# On a machine with a CUDA GPU: the CUDA-only tests, then every benchmark with --device cuda,
+# each under a time limit, with logs in OUTDIR (default gpu-checks/).
+#   bash scripts/gpu_checks.sh [OUTDIR]        (PYTHON=... to use another interpreter)
+# docs/performance.md ("GPU") records what one run gave.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-gpu-checks}"
+py="${PYTHON:-.venv/bin/python}"
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+
+step() {  # NAME SECONDS COMMAND...: run, keep the whole log, show its end
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name ($(date +%T))"
+  timeout "$limit" "$@" >"$out/$name.log" 2>&1
+  echo "   exit $?"
+  tail -n "${TAIL:-25}" "$out/$name.log"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/gpu.txt" 2>&1
+"$py" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" \
+  >>"$out/gpu.txt" 2>&1
+cat "$out/gpu.txt"
+step tests 180 "$py" -m pytest -p no:cacheprovider -rs tests/test_cuda.py \
+  tests/optim/test_optim_fill_grad.py -k "cuda or gpu"
+step conv_plans 90 "$py" bench/conv_plans.py --batch 128 --repeats 9
+step execution_paths 120 "$py" bench/execution_paths.py --batch 128 --repeats 9
+step step_costs 150 "$py" bench/step_costs.py specs/digits_width.nest \
+  specs/digits_width_depth.nest specs/resnet42_width.nest specs/sparse_resnet98_depth.nest \
+  specs/sparse_resnet98_eann.nest --batch 128 --repeats 7
+step throughput 120 "$py" bench/throughput.py --workers 0,4 --repeats 3
