@@ -23,11 +23,11 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/gpu.
 "$py" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" \
   >>"$out/gpu.txt" 2>&1
 cat "$out/gpu.txt"
-step tests 180 "$py" -m pytest -p no:cacheprovider -rs tests/test_cuda.py \
+step tests 150 "$py" -m pytest -p no:cacheprovider -rs tests/test_cuda.py \
   tests/optim/test_optim_fill_grad.py -k "cuda or gpu"
-step conv_plans 90 "$py" bench/conv_plans.py --batch 128 --repeats 9
-step execution_paths 120 "$py" bench/execution_paths.py --batch 128 --repeats 9
-step step_costs 150 "$py" bench/step_costs.py specs/digits_width.nest \
+step conv_plans 70 "$py" bench/conv_plans.py --batch 128 --repeats 9
+step execution_paths 100 "$py" bench/execution_paths.py --batch 128 --repeats 9
+step step_costs 120 "$py" bench/step_costs.py specs/digits_width.nest \
   specs/digits_width_depth.nest specs/resnet42_width.nest specs/sparse_resnet98_depth.nest \
   specs/sparse_resnet98_eann.nest --batch 128 --repeats 7
-step throughput 120 "$py" bench/throughput.py --workers 0,4 --repeats 3
+step throughput 90 "$py" bench/throughput.py --workers 0,4 --repeats 3
