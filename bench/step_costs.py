@@ -17,7 +17,11 @@ optimizer step) is compared with SGD's step (one joint forward and backward):
   measured on any machine.
 
     python bench/step_costs.py [SPEC ...] [--batch 16] [--repeats 7] [--device cpu]
-        [--strategies sgd,sgd-norm,osgd,osgd-norm] [--threads N]
+        [--strategies sgd,sgd-norm,osgd,osgd-norm] [--task-graphs anytime,joint] [--threads N]
+
+``--task-graphs`` runs each per-task strategy once per graph its gradients are taken through
+(``TrainConfig.task_graph``), labelled ``osgd/anytime``, ``osgd/joint``; by default each runs
+through the graph ``task_graph="auto"`` picks for the device.
 
 With ``--device cuda`` the step runs under bf16 autocast (fp16 + GradScaler before Ampere)
 on channels_last tensors, as ``nestdsl train`` does there.
@@ -40,7 +44,8 @@ from torch.utils.flop_counter import FlopCounterMode
 import nestdsl
 from nestdsl.optim.stage_grads import ONE_PASS
 from nestdsl.profiling import DispatchCounter
-from nestdsl.train.batch_step import FORWARDS, StepPlan, train_step
+from nestdsl.train.batch_step import FORWARDS, StepPlan, mode_of, train_step
+from nestdsl.train.config import make_config
 from nestdsl.train.devices import Runtime, cuda_capability
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +65,7 @@ class Case:
     """One strategy's step on one network, and the bare passes it cannot avoid."""
 
     strategy: str
+    label: str
     step: Callable[[], None]
     bare: Callable[[], None]
 
@@ -72,10 +78,15 @@ def runtime_for(device: torch.device) -> Runtime:
 
 
 def make_case(
-    net: nestdsl.NestedNet, strategy: str, x: torch.Tensor, y: torch.Tensor, runtime: Runtime
+    net: nestdsl.NestedNet,
+    strategy: str,
+    graph: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    runtime: Runtime,
 ) -> Case:
     n = net.num_stages
-    mode = "joint" if strategy == "sgd" else "anytime"
+    mode = mode_of(make_config(strategy=strategy, task_graph=graph), runtime.device.type)
     stages = [net.stage_parameters(k) for k in range(1, n + 1)]
     params = list(dict.fromkeys(net.parameters()))
     scaler = torch.amp.GradScaler("cuda") if runtime.uses_scaler else None
@@ -89,13 +100,14 @@ def make_case(
         with runtime.autocast():
             outputs = FORWARDS[mode](net, x, n)
             losses = [torch.nn.functional.cross_entropy(o.float(), y) for o in outputs]
-        if strategy == "sgd":
+        if strategy in ONE_PASS:
             torch.autograd.backward(torch.stack(losses).mean(), inputs=params)
             return
         for i, loss in enumerate(losses):
             torch.autograd.grad(loss, stages[i], retain_graph=i < n - 1, allow_unused=True)
 
-    return Case(strategy, step, bare)
+    label = strategy if strategy in ONE_PASS or graph == "auto" else f"{strategy}/{graph}"
+    return Case(strategy, label, step, bare)
 
 
 def ideal_ratio(net: nestdsl.NestedNet, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -160,7 +172,11 @@ def dispatched(fn: Callable[[], None], marked: list[torch.Tensor]) -> DispatchCo
 
 
 def compare(
-    path: str, strategies: list[str], batch: int, repeats: int, device: torch.device
+    path: str,
+    strategies: list[tuple[str, str]],
+    batch: int,
+    repeats: int,
+    device: torch.device,
 ) -> None:
     torch.manual_seed(0)
     net = nestdsl.compile(nestdsl.load(ROOT / path)).to(device).train()
@@ -169,37 +185,37 @@ def compare(
         net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     x = runtime.to_device(torch.randn(batch, *net.input_shape))
     y = torch.randint(0, net.num_classes, (batch,), device=device)
-    cases = [make_case(net, s, x, y, runtime) for s in strategies]
+    cases = [make_case(net, s, graph, x, y, runtime) for s, graph in strategies]
     for case in cases:  # warm-up: optimizer state, allocator, kernels
         case.step(), case.step()
-    times: dict[str, list[float]] = {case.strategy: [] for case in cases}
-    bare_times: dict[str, list[float]] = {case.strategy: [] for case in cases}
+    times: dict[str, list[float]] = {case.label: [] for case in cases}
+    bare_times: dict[str, list[float]] = {case.label: [] for case in cases}
     for _ in range(repeats):
         for case in cases:
-            times[case.strategy].append(timed(case.step, device))
-            bare_times[case.strategy].append(timed(case.bare, device))
+            times[case.label].append(timed(case.step, device))
+            bare_times[case.label].append(timed(case.bare, device))
     marked = [x, y, *net.parameters(), *net.buffers()]
     base = cases[0]
-    base_time, ideal = statistics.median(times[base.strategy]), ideal_ratio(net, x, y)
+    base_time, ideal = statistics.median(times[base.label]), ideal_ratio(net, x, y)
     print(
         f"\n{net.ir.name} ({' '.join(net.stage_labels)}; "
         f"{len(list(net.parameters()))} parameter tensors), "
         f"batch {batch}, {device}" + (f", amp {runtime.amp_dtype}" if runtime.amp_dtype else "")
     )
     print(
-        f"  {'strategy':10s} {'ms/step':>8s} {'vs ' + base.strategy:>8s} {'ideal':>6s} "
+        f"  {'strategy':16s} {'ms/step':>8s} {'vs ' + base.label:>8s} {'ideal':>6s} "
         f"{'x ideal':>7s} "
         f"{'bare ms':>8s} {'step/bare':>9s} "
         f"{'peak MiB':>9s} {'ops/step':>9s} {'bare ops':>9s} {'ratio':>6s} {'syncs':>6s}"
     )
     for case in cases:
-        median = statistics.median(times[case.strategy])
-        bare = statistics.median(bare_times[case.strategy])
+        median = statistics.median(times[case.label])
+        bare = statistics.median(bare_times[case.label])
         floor = 1.0 if case.strategy in ONE_PASS else ideal
         step_ops = dispatched(case.step, marked)
         bare_ops = dispatched(case.bare, marked)
         print(
-            f"  {case.strategy:10s} {median * 1e3:8.1f} {median / base_time:8.2f} "
+            f"  {case.label:16s} {median * 1e3:8.1f} {median / base_time:8.2f} "
             f"{floor:6.2f} {median / base_time / floor:7.2f} "
             f"{bare * 1e3:8.1f} {median / bare:9.2f} "
             f"{peak_bytes(case.step, device) / 2**20:9.1f} "
@@ -215,6 +231,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--strategies", default="sgd,sgd-norm,osgd,osgd-norm")
+    parser.add_argument("--task-graphs", default="auto", help="e.g. anytime,joint")
     parser.add_argument("--threads", type=int, help="intra-op CPU threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
@@ -222,8 +239,10 @@ def main() -> None:
     strategies = args.strategies.split(",")
     if strategies[0] != "sgd":
         strategies = ["sgd", *(s for s in strategies if s != "sgd")]
+    graphs = args.task_graphs.split(",")
+    runs = [(s, g) for s in strategies for g in (["auto"] if s in ONE_PASS else graphs)]
     for path in args.specs:
-        compare(path, strategies, args.batch, args.repeats, torch.device(args.device))
+        compare(path, runs, args.batch, args.repeats, torch.device(args.device))
 
 
 if __name__ == "__main__":

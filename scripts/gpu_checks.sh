@@ -27,7 +27,8 @@ step tests 150 "$py" -m pytest -p no:cacheprovider -rs tests/test_cuda.py \
   tests/optim/test_optim_fill_grad.py -k "cuda or gpu"
 step conv_plans 70 "$py" bench/conv_plans.py --batch 128 --repeats 9
 step execution_paths 100 "$py" bench/execution_paths.py --batch 128 --repeats 9
-step step_costs 120 "$py" bench/step_costs.py specs/digits_width.nest \
-  specs/digits_width_depth.nest specs/resnet42_width.nest specs/sparse_resnet98_depth.nest \
-  specs/sparse_resnet98_eann.nest --batch 128 --repeats 7
+step step_costs 150 "$py" bench/step_costs.py specs/digits_width.nest \
+  specs/digits_width_depth.nest specs/resnet42_width.nest specs/sparse_resnet98_alternating.nest \
+  specs/sparse_resnet98_depth.nest specs/sparse_resnet98_eann.nest --batch 128 --repeats 7 \
+  --strategies sgd,osgd,osgd-norm --task-graphs anytime,joint
 step throughput 90 "$py" bench/throughput.py --workers 0,4 --repeats 3

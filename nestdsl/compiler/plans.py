@@ -59,9 +59,12 @@ DEVICE_COSTS: dict[str, DeviceCost] = {
     # Measured on the 2-core development machine (docs/performance.md): 8- and 16-channel
     # stripes lose to the dense weight, 16/16/32 and wider stripes win.
     "cpu": DeviceCost(full_rate_channels=32, per_block=64.0),
-    # Not measured (no GPU was available): wider tiles and a launch per kernel, so blocks
-    # must be wider to pay off.
-    "cuda": DeviceCost(full_rate_channels=128, per_block=4096.0),
+    # Fitted with bench/conv_plans.py on an H100 (batch 128, docs/performance.md): every
+    # width-nested convolution of the CIFAR-size and digits specs, stripes of 4 to 128
+    # channels, ran fastest with the dense weight (a layer's forward and backward cost about
+    # the same whatever its width: launches, not arithmetic, bound them), so narrower stripes
+    # than 256 channels count as slow. Wider ones (resnet50_width) still run block-wise.
+    "cuda": DeviceCost(full_rate_channels=256, per_block=4096.0),
 }
 """Device type -> cost table; other device types use the CUDA row."""
 

@@ -5,7 +5,10 @@ Modes and how they compute the stage losses:
 - ``joint`` (strategy ``sgd``): one joint ``net(x)``; fill_grad does one backward of
   Σ k_i L_i / Σ k_i.
 - ``anytime`` (sgd-norm, osgd, osgd-norm, mtl:*): losses from ``net.anytime(x)``, so the
-  backward of L_k traverses D_k only; fill_grad combines the per-task gradients.
+  backward of L_k traverses D_k only; fill_grad combines the per-task gradients. With
+  ``task_graph`` resolving to ``joint`` the same strategies take their losses from one joint
+  ``net(x)`` instead: each backward traverses the whole joint graph (zeros where a layer's
+  later stripes do not feed L_k), which costs more FLOPs in fewer, larger kernels.
 - ``greedy`` (phase k of Algorithm 1): only stages 1..k run, stages 1..k-1 in eval mode
   (frozen: their BatchNorm normalizes with, and keeps, its running statistics); L_k flows
   into w_k \\ w_(k-1).
@@ -100,11 +103,27 @@ class StepPlan:
         return len(self.stage_params)
 
 
-def mode_of(config: TrainConfig) -> str:
-    """Which forward/step a config trains with."""
+TASK_GRAPHS: dict[str, str] = {"cpu": "anytime", "cuda": "joint"}
+"""Device type -> the graph ``task_graph="auto"`` takes per-task gradients through (other
+device types: ``anytime``). Measured with ``bench/step_costs.py --task-graphs anytime,joint``
+(docs/performance.md): on a CPU the anytime graph's smaller backward passes win on most specs;
+on a GPU a step is bound by kernel launches, and the joint graph launches fewer."""
+
+
+def mode_of(config: TrainConfig, device: str = "cpu") -> str:
+    """Which forward/step a config trains with on ``device`` (a device type).
+
+    Per-task strategies run ``anytime`` or ``joint`` (``config.task_graph``): the gradients
+    agree, since loss k depends on D_k alone in both graphs; only their cost differs.
+    """
     if config.standalone is not None or config.oracle is not None:
         return "standalone"
-    return {"sgd": "joint", "sgd-sum": "joint", "greedy": "greedy"}.get(config.strategy, "anytime")
+    single = {"sgd": "joint", "sgd-sum": "joint", "greedy": "greedy"}.get(config.strategy)
+    if single is not None:
+        return single
+    if config.task_graph != "auto":
+        return config.task_graph
+    return TASK_GRAPHS.get(device, "anytime")
 
 
 def train_step(plan: StepPlan, runtime: Runtime, images: Tensor, labels: Tensor) -> list[Tensor]:

@@ -18,6 +18,7 @@ from nestdsl.diagnostics import Diagnostic, NestError
 ScheduleName = Literal["exp", "cosine", "step", "constant"]
 OptimizerName = Literal["sgd", "adamw"]
 AmpMode = Literal["auto", "bf16", "fp16", "off"]
+TaskGraph = Literal["auto", "anytime", "joint"]
 LogMode = Literal["jsonl", "tensorboard"]
 
 EXP_FINAL_RATIO = 0.008
@@ -26,7 +27,7 @@ initial one. The paper gives only the endpoints; the exponential curve between t
 nestdsl's choice."""
 
 RUNTIME_FIELDS: frozenset[str] = frozenset(
-    {"device", "amp", "channels_last", "workers", "log", "checkpoint_every"}
+    {"device", "amp", "channels_last", "workers", "log", "checkpoint_every", "task_graph"}
 )
 """Fields a resumed run may change: they choose where and how fast it runs, not what it learns
 (on CPU; AMP on a GPU changes rounding, which a user switching machines accepts)."""
@@ -94,6 +95,14 @@ class TrainConfig(BaseModel):
     amp: AmpMode = Field("auto", description="Mixed precision: auto | bf16 | fp16 | off.")
     channels_last: bool | None = Field(
         None, description="Channels-last memory format (default: on a GPU only)."
+    )
+    task_graph: TaskGraph = Field(
+        "auto",
+        description="Which graph per-task gradients (sgd-norm, osgd, osgd-norm, mtl:*) are "
+        "taken through: anytime (stage by stage; stage k's backward traverses only D_k), joint "
+        "(one joint forward; every backward traverses the whole joint graph, in fewer and larger "
+        "kernels), or auto (the faster one for the device type, see docs/performance.md). Both "
+        "give the same gradients.",
     )
     workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     sync_bn: bool = Field(
@@ -166,6 +175,10 @@ def _joint_strategy(config: TrainConfig) -> bool:
     return _nested(config) and config.strategy != "greedy"
 
 
+def _per_task(config: TrainConfig) -> bool:
+    return _nested(config) and config.strategy not in ("sgd", "sgd-sum", "greedy")
+
+
 def _nested(config: TrainConfig) -> bool:
     """Whether the anytime network trains (not D_K alone, not an Oracle)."""
     return config.standalone is None and config.oracle is None
@@ -186,6 +199,7 @@ OPTION_APPLIES: dict[str, tuple[Callable[[TrainConfig], bool], str]] = {
     "milestones": (_step_schedule, "only the `step` schedule has milestones"),
     "gamma": (_step_schedule, "only the `step` schedule multiplies the LR by gamma"),
     "lr_final": (_decaying_schedule, "only the `cosine` and `exp` schedules end at a final LR"),
+    "task_graph": (_per_task, "only sgd-norm, osgd, osgd-norm and mtl:* take per-task gradients"),
     "momentum": (_sgd_optimizer, "adamw has no momentum setting"),
     "nesterov": (_sgd_optimizer, "adamw has no Nesterov momentum"),
 }

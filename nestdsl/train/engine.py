@@ -243,7 +243,7 @@ class _Session:
         self.rundir = RunDir(run_dir, writer=context.is_main) if run_dir is not None else None
         self.progress = progress and context.is_main
         self.n = self.net.num_stages
-        self.mode = mode_of(config)
+        self.mode = mode_of(config, runtime.device.type)
         self.phases = plan_phases(config, self.n)
         self.total = total_epochs(config, self.n)
         self.model: nn.Module = (
