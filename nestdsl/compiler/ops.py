@@ -211,7 +211,8 @@ class ConvOp(_Normalised):
             else None
         )
         self.execution: Execution = "auto"
-        self._plans: dict[str, tuple[Block, ...]] = {}
+        self._plans: dict[tuple[Execution, str], tuple[Block, ...]] = {}
+        """(execution, device type) -> blocks: switching modes back and forth re-plans nothing."""
 
     def unit_parameters(self, stripe: int) -> list[nn.Parameter]:
         own = [self.weight[stripe]]
@@ -224,21 +225,22 @@ class ConvOp(_Normalised):
     def set_execution(self, execution: Execution) -> None:
         """Choose how joint execution runs this layer (see ``plans.Execution``)."""
         self.execution = execution
-        self._plans.clear()
 
     def plan(self, device: str) -> tuple[Block, ...]:
         """The blocks joint execution runs on ``device`` (a device type), planned once."""
-        if device not in self._plans:
-            self._plans[device] = (
+        key = (self.execution, device)
+        if key not in self._plans:
+            self._plans[key] = (
                 (Block(0, len(self.weight), self.in_channels),)
                 if self.shape is None
                 else PLANNERS[self.execution](self.shape, device)
             )
-        return self._plans[device]
+        return self._plans[key]
 
     def use_plan(self, device: str, blocks: tuple[Block, ...]) -> None:
         """Run joint execution on ``device`` (a device type) by ``blocks`` instead of the
-        planner's choice, e.g. to time every partition (``bench/conv_plans.py``). The blocks
+        current execution mode's plan, e.g. to time every partition (``bench/conv_plans.py``);
+        ``set_execution`` to that mode again keeps it, another mode plans afresh. The blocks
         must be consecutive runs covering every stripe, each reading at least its stripes'
         kept input prefix."""
         shape = self.shape
@@ -250,7 +252,7 @@ class ConvOp(_Normalised):
             raise ValueError(f"blocks {bounds} do not cover stripes 0..{len(shape.stripes) - 1}")
         if any(b.width < max(shape.kept[b.first : b.stop]) for b in blocks):
             raise ValueError("a block reads less than the input prefix its stripes need")
-        self._plans[device] = blocks
+        self._plans[(self.execution, device)] = blocks
 
     def dense_weight(self) -> Tensor:
         if self.layer.groups > 1:  # stripes hold whole groups: no placement needed
