@@ -91,10 +91,12 @@ def epoch(plan: StepPlan, runtime: Runtime, loaders: EpochLoaders, number: int) 
     return Epoch(time.perf_counter() - start, loading, images)
 
 
-def make_plan(net: nestdsl.NestedNet, config: TrainConfig) -> StepPlan:
+def make_plan(net: nestdsl.NestedNet, config: TrainConfig, device: str) -> StepPlan:
+    """The step the trainer would run on ``device`` (a device type), task graph included."""
     params = list(dict.fromkeys(net.parameters()))
     optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, foreach=True)
-    return StepPlan(mode_of(config), net, config.strategy, loss_memberships(net), optimizer)
+    mode = mode_of(config, device)
+    return StepPlan(mode, net, config.strategy, loss_memberships(net), optimizer)
 
 
 def compare(case: str, strategies: list[str], workers: list[int], args: argparse.Namespace) -> None:
@@ -107,7 +109,10 @@ def compare(case: str, strategies: list[str], workers: list[int], args: argparse
         net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     data = build_datasets(data_source, net.input_shape, augment=True, seed=0)
     settings = [(s, w) for s in strategies for w in workers]
-    plans = {s: make_plan(net, base.model_copy(update={"strategy": s})) for s in strategies}
+    plans = {
+        s: make_plan(net, base.model_copy(update={"strategy": s}), runtime.device.type)
+        for s in strategies
+    }
     loaders = {
         w: EpochLoaders(
             data.train,
