@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from nestdsl.diagnostics import fail
 from nestdsl.evaluate import stage_outputs
 from nestdsl.optim import Reduce, fill_grad
-from nestdsl.train.config import TrainConfig
+from nestdsl.train.config import TrainConfig, task_graph_of
 from nestdsl.train.devices import Runtime
 
 CHECK_EVERY = 100
@@ -103,27 +103,19 @@ class StepPlan:
         return len(self.stage_params)
 
 
-TASK_GRAPHS: dict[str, str] = {"cpu": "anytime", "cuda": "joint"}
-"""Device type -> the graph ``task_graph="auto"`` takes per-task gradients through (other
-device types: ``anytime``). Measured with ``bench/step_costs.py --task-graphs anytime,joint``
-(docs/performance.md): on a CPU the anytime graph's smaller backward passes win on most specs;
-on a GPU a step is bound by kernel launches, and the joint graph launches fewer."""
-
-
 def mode_of(config: TrainConfig, device: str = "cpu") -> str:
     """Which forward/step a config trains with on ``device`` (a device type).
 
-    Per-task strategies run ``anytime`` or ``joint`` (``config.task_graph``): the gradients
-    agree, since loss k depends on D_k alone in both graphs; only their cost differs.
+    Per-task strategies run ``anytime`` or ``joint`` (``config.task_graph``, resolved by
+    ``task_graph_of``): the gradients agree, since loss k depends on D_k alone in both graphs;
+    only their cost differs.
     """
     if config.standalone is not None or config.oracle is not None:
         return "standalone"
-    single = {"sgd": "joint", "sgd-sum": "joint", "greedy": "greedy"}.get(config.strategy)
-    if single is not None:
-        return single
-    if config.task_graph != "auto":
-        return config.task_graph
-    return TASK_GRAPHS.get(device, "anytime")
+    graph = task_graph_of(config, device)
+    if graph is not None:
+        return graph
+    return {"sgd": "joint", "sgd-sum": "joint", "greedy": "greedy"}[config.strategy]
 
 
 def train_step(plan: StepPlan, runtime: Runtime, images: Tensor, labels: Tensor) -> list[Tensor]:

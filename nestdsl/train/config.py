@@ -179,6 +179,21 @@ def _per_task(config: TrainConfig) -> bool:
     return _nested(config) and config.strategy not in ("sgd", "sgd-sum", "greedy")
 
 
+TASK_GRAPHS: dict[str, str] = {"cpu": "anytime", "cuda": "joint"}
+"""Device type -> the graph ``task_graph="auto"`` takes per-task gradients through (other
+device types: ``anytime``). Measured with ``bench/step_costs.py --task-graphs anytime,joint``
+(docs/performance.md): on a CPU the anytime graph's smaller backward passes win on most specs;
+on a GPU a step is bound by kernel launches, and the joint graph launches fewer."""
+
+
+def task_graph_of(config: TrainConfig, device: str) -> str | None:
+    """The graph per-task gradients go through on ``device`` (a device type): ``anytime`` or
+    ``joint``; None when the config takes no per-task gradients."""
+    if not _per_task(config):
+        return None
+    return TASK_GRAPHS.get(device, "anytime") if config.task_graph == "auto" else config.task_graph
+
+
 def _nested(config: TrainConfig) -> bool:
     """Whether the anytime network trains (not D_K alone, not an Oracle)."""
     return config.standalone is None and config.oracle is None

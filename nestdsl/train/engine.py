@@ -441,7 +441,7 @@ class _Session:
         return RunPlan(
             spec=self.target.spec_path,
             labels=self._labels(),
-            strategy=strategy_text(self.config),
+            strategy=strategy_text(self.config, self.runtime.device.type),
             device=str(self.runtime.device),
             data=self.config.data,
             train_size=len(loaders.sampler.dataset),  # type: ignore[arg-type]

@@ -176,7 +176,7 @@ def plan_run(
     return RunPlan(
         spec=target.spec_path,
         labels=labels,
-        strategy=strategy_text(config),
+        strategy=strategy_text(config, device.type),
         device=str(device),
         data=config.data,
         train_size=len(data.train),  # type: ignore[arg-type]

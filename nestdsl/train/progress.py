@@ -23,15 +23,20 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from nestdsl.train.config import TrainConfig
+from nestdsl.train.config import TrainConfig, task_graph_of
 from nestdsl.train.records import EpochRecord
 
 
-def strategy_text(config: TrainConfig) -> str:
-    """What trains, in the banner's words: the strategy, the standalone network or an Oracle."""
+def strategy_text(config: TrainConfig, device: str = "cpu") -> str:
+    """What trains, in the banner's words: the strategy (and, for per-task strategies, the
+    graph their gradients go through on ``device``, a device type), the standalone network or
+    an Oracle."""
     if config.oracle:
         return f"Oracle of stage {config.oracle}"
-    return f"standalone D_{config.standalone}" if config.standalone else config.strategy
+    if config.standalone:
+        return f"standalone D_{config.standalone}"
+    graph = task_graph_of(config, device)
+    return config.strategy if graph is None else f"{config.strategy} ({graph} graph)"
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ from train_toy import make_toy
 import nestdsl
 from nestdsl.train import train
 from nestdsl.train.batch_step import FORWARDS, StepPlan, mode_of, train_step
-from nestdsl.train.config import make_config, unused_options
+from nestdsl.train.config import make_config, task_graph_of, unused_options
 from nestdsl.train.devices import Runtime
+from nestdsl.train.progress import strategy_text
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 
@@ -84,3 +85,10 @@ def test_the_task_graph_is_flagged_where_no_per_task_gradients_are_taken() -> No
     (warning,) = unused_options(make_config(strategy="sgd", task_graph="joint"), {"task_graph"})
     assert warning.code == "T016" and "only sgd-norm, osgd, osgd-norm and mtl" in warning.message
     assert not unused_options(make_config(strategy="osgd", task_graph="joint"), {"task_graph"})
+
+
+def test_the_banner_names_the_graph_of_per_task_strategies() -> None:
+    assert strategy_text(make_config(strategy="osgd"), "cuda") == "osgd (joint graph)"
+    assert strategy_text(make_config(strategy="sgd-norm"), "cpu") == "sgd-norm (anytime graph)"
+    assert strategy_text(make_config(strategy="sgd", task_graph="joint"), "cpu") == "sgd"
+    assert task_graph_of(make_config(strategy="osgd", standalone=2), "cuda") is None
