@@ -7,7 +7,7 @@ calibrated on the validation split for several target mean MACs (rows that leave
 from the batch, so later stages compute only for the rest). Prints medians, the ratio to
 anytime-all, and the ratio of mean MACs, the saving an ideal implementation would reach.
 
-    python bench/exit_savings.py RUN_DIR [--batch 64] [--repeats 15]
+    python bench/exit_savings.py RUN_DIR [--batch 64] [--repeats 15] [--device cuda]
 """
 
 from __future__ import annotations
@@ -34,13 +34,15 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    device = torch.device(args.device)
     model = load_model(args.run)
-    net = as_nested(model.net).eval()
+    net = as_nested(model.net).eval().to(device)
     data = model.datasets()
-    batches = [x for x, _ in DataLoader(data.test, batch_size=args.batch)]
+    batches = [x.to(device) for x, _ in DataLoader(data.test, batch_size=args.batch)]
     costs = answer_costs(net)
-    val_conf = confidences(net, DataLoader(data.val, batch_size=args.batch), torch.device("cpu"))
+    val_conf = confidences(net, DataLoader(data.val, batch_size=args.batch), device)
     work: dict[str, tuple[Callable[[], object], float]] = {
         "all stages, anytime": (lambda: [list(net.anytime(x)) for x in batches], costs[-1]),
         "all stages, joint": (lambda: [net(x) for x in batches], costs[-1]),
@@ -60,9 +62,13 @@ def main() -> None:
             for name, (run, _) in work.items():
                 start = time.perf_counter()
                 run()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
                 times[name].append(time.perf_counter() - start)
     base = statistics.median(times["all stages, anytime"])
-    print(f"{len(data.test)} test images, batches of {args.batch}, {args.repeats} repeats")
+    print(
+        f"{len(data.test)} test images, batches of {args.batch}, {args.repeats} repeats, {device}"
+    )
     print(f"{'method':32} {'median':>9} {'vs anytime-all':>15} {'mean MACs':>10} {'MAC ratio':>10}")
     for name, (_, macs) in work.items():
         median = statistics.median(times[name])

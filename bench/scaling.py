@@ -17,7 +17,10 @@ logarithms: b = 1 is linear growth):
 Medians over repeats, the sizes of a series interleaved round by round.
 
     python bench/scaling.py [--series stages,size,layers] [--repeats 5] [--batch 16]
-        [--threads 1]
+        [--threads 1] [--device cuda]
+
+The step series run as the trainer does on ``--device`` (per-task gradients through the graph
+``--task-graph auto`` picks there); the front-end series is CPU work whatever the device.
 """
 
 from __future__ import annotations
@@ -31,11 +34,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from step_costs import runtime_for
 
 import nestdsl
 from nestdsl.parse.prelude import prelude_units
-from nestdsl.train.batch_step import StepPlan, train_step
-from nestdsl.train.devices import Runtime
+from nestdsl.train.batch_step import StepPlan, mode_of, train_step
+from nestdsl.train.config import make_config
 from nestdsl.train.engine import loss_memberships
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,19 +80,28 @@ def interleaved(actions: dict[str, Callable[[], object]], repeats: int) -> dict[
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def step_action(text: str, strategy: str, batch: int) -> Callable[[], object]:
-    """One training step of the spec's network, warmed up."""
+def step_action(text: str, strategy: str, args: argparse.Namespace) -> Callable[[], object]:
+    """One training step of the spec's network, as the trainer runs it on ``args.device``
+    (on CUDA: autocast and channels_last; the step waits for the device), warmed up."""
+    device = torch.device(args.device)
+    runtime = runtime_for(device)
     torch.manual_seed(0)
-    net = nestdsl.compile(nestdsl.loads(text)).train()
+    net = nestdsl.compile(nestdsl.loads(text)).to(device).train()
+    if runtime.channels_last:
+        net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     params = list(dict.fromkeys(net.parameters()))
     optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9, foreach=True)
-    mode = "joint" if strategy == "sgd" else "anytime"
-    plan = StepPlan(mode, net, strategy, loss_memberships(net), optimizer)
-    runtime = Runtime(torch.device("cpu"), None, channels_last=False)
-    x, y = torch.randn(batch, *net.input_shape), torch.randint(0, 10, (batch,))
+    scaler = torch.amp.GradScaler("cuda") if runtime.uses_scaler else None
+    mode = mode_of(make_config(strategy=strategy), device.type)
+    plan = StepPlan(mode, net, strategy, loss_memberships(net), optimizer, scaler=scaler)
+    x = runtime.to_device(torch.randn(args.batch, *net.input_shape))
+    y = torch.randint(0, 10, (args.batch,), device=device)
 
     def step() -> object:
-        return train_step(plan, runtime, x, y)
+        losses = train_step(plan, runtime, x, y)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return losses
 
     step(), step()
     return step
@@ -96,13 +109,13 @@ def step_action(text: str, strategy: str, batch: int) -> Callable[[], object]:
 
 def step_series(title: str, texts: dict[float, str], args: argparse.Namespace) -> None:
     actions = {
-        f"{strategy} {size:g}": step_action(text, strategy, args.batch)
+        f"{strategy} {size:g}": step_action(text, strategy, args)
         for size, text in texts.items()
         for strategy in ("sgd", "osgd")
     }
     medians = interleaved(actions, args.repeats)
     sizes = list(texts)
-    print(f"\n{title}, batch {args.batch}")
+    print(f"\n{title}, batch {args.batch}, {args.device}")
     print(f"  {title.split()[0]:>8s} {'sgd ms':>9s} {'osgd ms':>9s} {'osgd/sgd':>9s}")
     for size in sizes:
         sgd, osgd = medians[f"sgd {size:g}"], medians[f"osgd {size:g}"]
@@ -171,6 +184,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, help="intra-op CPU threads (default: torch's)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
