@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
-from conftest import SPECS
 
 from nestdsl.compiler.plans import (
     DEVICE_COSTS,
@@ -18,6 +18,8 @@ from nestdsl.compiler.plans import (
     dense_plan,
     stripe_plan,
 )
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 
 def width_nested(channels: int, kernel: int = 3) -> ConvShape:
