@@ -14,6 +14,7 @@ from nestdsl.compiler import NestedNet
 from nestdsl.compiler import compile as compile_net
 from nestdsl.cost import stage_costs
 from nestdsl.deploy import export_stages, read_manifest, run_stages, stage_programs, tensor_name
+from nestdsl.deploy.onnx import TOLERANCE, random_input
 from nestdsl.diagnostics import NestError
 from nestdsl.ir import build_ir
 from nestdsl.load import load, loads
@@ -75,18 +76,22 @@ def test_stage_reads_and_writes_partition_the_work(name: str, specs_dir: Path) -
 def exported(request: pytest.FixtureRequest, tmp_path_factory) -> tuple[NestedNet, Path]:
     """A chain exported with trained-like weights, once per nesting kind."""
     ir = build_ir(loads(spec_text(request.param)))
+    torch.manual_seed(0)  # the same weights whatever ran before
     net = trained_like(compile_net(ir))
     folder = tmp_path_factory.mktemp(request.param)
     torch.save(net.state_dict(), folder / "weights.pt")
     check = export_stages(ir, folder / "stages", weights=folder / "weights.pt")
-    assert check.batch == 3 and check.max_abs_diff < 1e-4
+    with torch.no_grad():  # the export's own tolerance: relative to the largest logit
+        scale = max(float(out.abs().max()) for out in net.anytime(random_input(net, 3)))
+    assert check.batch == 3 and check.max_abs_diff <= TOLERANCE * max(scale, 1.0)
     return net, folder / "stages"
 
 
 def test_onnxruntime_chain_equals_anytime(exported: tuple[NestedNet, Path]) -> None:
     net, folder = exported
+    generator = torch.Generator().manual_seed(2)
     for batch in (1, 5):  # neither is the batch the programs were traced with
-        x = torch.randn(batch, *net.input_shape)
+        x = torch.randn(batch, *net.input_shape, generator=generator)
         with torch.no_grad():
             expected = list(net.anytime(x))
         got = list(run_stages(folder, x.numpy()))
