@@ -2,6 +2,9 @@
 # On a machine with a CUDA GPU: the CUDA-only tests, then every benchmark with --device cuda,
 # each under a time limit, with logs in OUTDIR (default gpu-checks/).
 #   bash scripts/gpu_checks.sh [OUTDIR]        (PYTHON=... to use another interpreter)
+# The interpreter needs a CUDA build of PyTorch and nestdsl with its dev extra (pytest,
+# hypothesis): scripts/setup.sh installs the CPU build, so install your CUDA torch in .venv
+# first, or point PYTHON at an environment that has one.
 # docs/performance.md ("GPU") records what one run gave.
 set -uo pipefail
 cd "$(dirname "$0")/.."
