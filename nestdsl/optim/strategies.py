@@ -31,6 +31,10 @@ NORMALIZING: frozenset[str] = frozenset({"sgd-norm", "osgd-norm"})
 ORTHOGONALIZING: frozenset[str] = frozenset({"osgd", "osgd-norm"})
 """Strategies whose direction depends on the priority order."""
 
+SINGLE_LOSS: frozenset[str] = frozenset({"greedy", "sgd", "sgd-sum"})
+"""Strategies that back-propagate one loss (L_k, or a weighted sum) and never form per-task
+gradients; every other strategy takes one gradient per stage and combines them."""
+
 STRATEGIES: tuple[str, ...] = (
     BASE_STRATEGIES + CONTROLS + (MTL_STRATEGIES if torchjd_available() else ())
 )

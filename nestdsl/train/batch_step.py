@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from nestdsl.diagnostics import fail
 from nestdsl.evaluate import stage_outputs
 from nestdsl.optim import Reduce, fill_grad
+from nestdsl.optim.strategies import SINGLE_LOSS
 from nestdsl.train.config import TrainConfig, task_graph_of
 from nestdsl.train.devices import Runtime
 
@@ -103,7 +104,7 @@ class StepPlan:
         return len(self.stage_params)
 
 
-def mode_of(config: TrainConfig, device: str = "cpu") -> str:
+def mode_of(config: TrainConfig, device: str) -> str:
     """Which forward/step a config trains with on ``device`` (a device type).
 
     Per-task strategies run ``anytime`` or ``joint`` (``config.task_graph``, resolved by
@@ -127,7 +128,7 @@ def train_step(plan: StepPlan, runtime: Runtime, images: Tensor, labels: Tensor)
     scaler = plan.scaler
     losses_in = weighted if scaler is None else [scaler.scale(loss) for loss in weighted]
     grad_scale = None
-    if scaler is not None and plan.strategy not in ("sgd", "sgd-sum", "greedy"):
+    if scaler is not None and plan.strategy not in SINGLE_LOSS:
         grad_scale = scaler.scale(torch.ones((), device=losses[0].device))
     fill_grad(
         losses_in,

@@ -176,7 +176,9 @@ def _joint_strategy(config: TrainConfig) -> bool:
 
 
 def _per_task(config: TrainConfig) -> bool:
-    return _nested(config) and config.strategy not in ("sgd", "sgd-sum", "greedy")
+    from nestdsl.optim.strategies import SINGLE_LOSS
+
+    return _nested(config) and config.strategy not in SINGLE_LOSS
 
 
 TASK_GRAPHS: dict[str, str] = {"cpu": "anytime", "cuda": "joint"}

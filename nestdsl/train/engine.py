@@ -77,7 +77,7 @@ class Phase:
 
 def plan_phases(config: TrainConfig, num_stages: int) -> list[Phase]:
     """One phase, or for greedy one per stage of ``config.epochs`` each (see module doc)."""
-    if mode_of(config) != "greedy":
+    if mode_of(config, "cpu") != "greedy":  # only the task graph depends on the device
         return [Phase(0, None, 0, config.epochs)]
     return [Phase(i, i + 1, i * config.epochs, config.epochs) for i in range(num_stages)]
 

@@ -27,7 +27,7 @@ from nestdsl.train.config import TrainConfig, task_graph_of
 from nestdsl.train.records import EpochRecord
 
 
-def strategy_text(config: TrainConfig, device: str = "cpu") -> str:
+def strategy_text(config: TrainConfig, device: str) -> str:
     """What trains, in the banner's words: the strategy (and, for per-task strategies, the
     graph their gradients go through on ``device``, a device type), the standalone network or
     an Oracle."""
