@@ -218,3 +218,31 @@ def test_dropping_rows_between_stages_equals_running_the_kept_rows_alone(spec: s
         assert close(a, b)
     with pytest.raises(ValueError, match="already run"):
         net.advance(state)
+
+
+@pytest.mark.parametrize("spec", ["digits_width_depth", "sparse_resnet98_alternating"])
+def test_anytime_combines_each_summed_input_once(
+    spec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Sparse ResNet layer's input is a sum of earlier layers, stripe by stripe; later
+    stages read the earlier stripes' sums again and must not add them up afresh. Each sum
+    is freed once no later stage reads it."""
+    import nestdsl.compiler.network as network
+
+    net = compiled(Path(__file__).parent.parent / "specs" / f"{spec}.nest")
+    summed: list[tuple[int, ...]] = []
+
+    def spy(agg: str, inputs: list[torch.Tensor]) -> torch.Tensor:
+        if len(inputs) > 1:
+            summed.append(tuple(id(t) for t in inputs))
+        return nestdsl.compiler.ops.combine(agg, inputs)
+
+    monkeypatch.setattr(network, "combine", spy)
+    with torch.no_grad():
+        state = net.start(sample(net))
+        held = []
+        for _ in range(net.num_stages):
+            net.advance(state)
+            held.append(len(state.sums))
+    assert summed and len(set(summed)) == len(summed)
+    assert held[0] > 0 and held[-1] == 0

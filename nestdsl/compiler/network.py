@@ -10,7 +10,7 @@ output k touches only D_k's parameters.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal, overload
 
 import networkx as nx
@@ -31,6 +31,10 @@ def module_key(layer_id: str) -> str:
     return layer_id.replace(".", ":")
 
 
+SumKey = tuple[tuple[UnitId, ...], int]
+"""A combined input group and the pooled size it was combined at (0: not pooled)."""
+
+
 @dataclass(frozen=True)
 class _Step:
     """Anytime work item: compute ``stripes`` of ``layer`` from gathered ``groups``.
@@ -44,6 +48,11 @@ class _Step:
     groups: tuple[tuple[UnitId, ...], ...]
     agg: str
     """How the units of one group combine (sum, or product for an SE gate)."""
+    pool: int
+    """A head's pooled size (it combines pooled unit tensors), 0 for every other layer."""
+    reuse: tuple[bool, ...]
+    """Per group: whether its combination is kept in ``AnytimeState.sums`` because a later
+    stage reads the same group again (e.g. a Sparse ResNet layer's summed input stripe)."""
 
 
 class NestedNet(nn.Module):
@@ -72,7 +81,9 @@ class NestedNet(nn.Module):
             ),
             key=lambda item: (item[0], item[1]),
         )
-        self._steps = [_plan_stage(ir, k) for k in range(1, ir.num_stages + 1)]
+        self._steps, self._sums_done = _share_sums(
+            [_plan_stage(ir, k) for k in range(1, ir.num_stages + 1)]
+        )
         self.execution: Execution = "auto"
         self._unit_of: dict[int, UnitId] = {
             id(p): unit
@@ -150,10 +161,12 @@ class NestedNet(nn.Module):
                 if is_head
                 else state.cache
             )
-            gathered = _gather(step, source)
+            gathered = _gather(step, source, state.sums)
             outputs = op.forward_units(gathered, step.stripes)
             for j, tensor in zip(step.stripes, outputs, strict=True):
                 state.cache[(step.layer, j)] = tensor
+        for group in self._sums_done[state.stage]:
+            state.sums.pop(group, None)
         state.stage += 1
         return state.cache[(self.ir.heads[state.stage - 1], 0)]
 
@@ -275,6 +288,8 @@ class AnytimeState:
     pooled: dict[tuple[UnitId, int], Tensor]
     stage: int = 0
     """How many stages have run."""
+    sums: dict[SumKey, Tensor] = field(default_factory=dict)
+    """Combined input groups that a later stage reads again (computed again when missing)."""
 
     @property
     def batch(self) -> int:
@@ -285,6 +300,7 @@ class AnytimeState:
         stages: the examples that exited stop costing anything."""
         self.cache = {unit: tensor[rows] for unit, tensor in self.cache.items()}
         self.pooled = {key: tensor[rows] for key, tensor in self.pooled.items()}
+        self.sums = {group: tensor[rows] for group, tensor in self.sums.items()}
 
 
 class Standalone(nn.Module):
@@ -310,11 +326,15 @@ def _plan_stage(ir: NestIR, stage: int) -> list[_Step]:
     for layer in ir.layers.values():
         if layer.op == "input":
             continue
+        pool = layer.output_size if layer.op == "head" else 0
         groups: dict[tuple[tuple[UnitId, ...], ...], list[int]] = {}
         for j, unit_stage in enumerate(layer.stripe_stages):
             if unit_stage == stage:
                 groups.setdefault(_gather_groups(ir, layer, (layer.id, j)), []).append(j)
-        steps.extend(_Step(layer.id, tuple(js), key, layer.agg) for key, js in groups.items())
+        steps.extend(
+            _Step(layer.id, tuple(js), key, layer.agg, pool, (False,) * len(key))
+            for key, js in groups.items()
+        )
     return steps
 
 
@@ -328,8 +348,46 @@ def _gather_groups(ir: NestIR, layer: Layer, unit: UnitId) -> tuple[tuple[UnitId
     return tuple(tuple(by_stripe[i]) for i in sorted(by_stripe))
 
 
-def _gather(step: _Step, cache: dict[UnitId, Tensor]) -> Tensor:
-    chunks = [combine(step.agg, [cache[unit] for unit in group]) for group in step.groups]
+def _share_sums(stages: list[list[_Step]]) -> tuple[list[list[_Step]], list[list[SumKey]]]:
+    """Mark the combined groups that several steps read, so the first computes them once
+    for all; and list, per stage, the marked groups no later stage reads (freed after it).
+
+    In a width-nested Sparse ResNet every stage re-reads the summed input stripes of the
+    earlier ones (and each head the pooled sums of the one before): combining them afresh
+    each time cost as many additions as there were convolutions.
+    """
+    readers: dict[SumKey, list[int]] = {}
+    for stage, steps in enumerate(stages):
+        for step in steps:
+            for group in step.groups:
+                if len(group) > 1:
+                    readers.setdefault((group, step.pool), []).append(stage)
+    last_reader = {key: max(read) for key, read in readers.items() if len(read) > 1}
+    marked = [
+        [
+            replace(step, reuse=tuple((group, step.pool) in last_reader for group in step.groups))
+            for step in steps
+        ]
+        for steps in stages
+    ]
+    done = [
+        [key for key, last in last_reader.items() if last == stage] for stage in range(len(stages))
+    ]
+    return marked, done
+
+
+def _gather(step: _Step, cache: dict[UnitId, Tensor], sums: dict[SumKey, Tensor]) -> Tensor:
+    """The step's input: each group combined (or taken from ``sums``), concatenated."""
+    chunks = []
+    for group, reuse in zip(step.groups, step.reuse, strict=True):
+        key = (group, step.pool)
+        if reuse and key in sums:
+            chunks.append(sums[key])
+            continue
+        chunk = combine(step.agg, [cache[unit] for unit in group])
+        if reuse:
+            sums[key] = chunk
+        chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
 
 

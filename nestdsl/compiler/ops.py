@@ -155,26 +155,47 @@ class _Normalised(LayerOp):
         )
 
     def _bn_units(self, y: Tensor, stripes: Sequence[int]) -> list[Tensor]:
-        """BatchNorm + activation of the consecutive channel chunks of ``stripes`` in ``y``."""
+        """BatchNorm + activation of the consecutive channel chunks of ``stripes`` in ``y``.
+
+        Statistics are per channel, so a run of adjacent stripes is normalised by one call
+        (one kernel instead of one per stripe: anytime execution is dominated by such small
+        calls) and split afterwards.
+        """
         layer, offsets = self.layer, self.layer.offsets()
         act = ACTIVATIONS[layer.act]
-        outputs, start = [], 0
-        for j in stripes:
-            width = layer.stripes[j]
-            rows = slice(offsets[j], offsets[j] + width)
-            out = F.batch_norm(
-                y[:, start : start + width],
-                self.running_mean[rows],
-                self.running_var[rows],
-                self.bn_weight[j],
-                self.bn_bias[j],
-                self.training,
-                BN_MOMENTUM,
-                BN_EPS,
+        outputs: list[Tensor] = []
+        start = 0
+        for run in _adjacent_runs(stripes):
+            widths = [layer.stripes[j] for j in run]
+            width = sum(widths)
+            rows = slice(offsets[run[0]], offsets[run[0]] + width)
+            chunk = y if width == y.shape[1] else y[:, start : start + width]
+            out = act(
+                F.batch_norm(
+                    chunk,
+                    self.running_mean[rows],
+                    self.running_var[rows],
+                    _cat_weights([self.bn_weight[j] for j in run]),
+                    _cat_weights([self.bn_bias[j] for j in run]),
+                    self.training,
+                    BN_MOMENTUM,
+                    BN_EPS,
+                )
             )
-            outputs.append(act(out))
+            outputs += torch.split(out, widths, 1) if len(run) > 1 else [out]
             start += width
         return outputs
+
+
+def _adjacent_runs(stripes: Sequence[int]) -> list[list[int]]:
+    """``stripes`` cut where one is not its predecessor + 1: [0, 1, 3] -> [[0, 1], [3]]."""
+    runs: list[list[int]] = []
+    for j in stripes:
+        if runs and runs[-1][-1] + 1 == j:
+            runs[-1].append(j)
+        else:
+            runs.append([j])
+    return runs
 
 
 def _cat(parameters: nn.ParameterList) -> Tensor:
