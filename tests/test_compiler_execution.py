@@ -133,3 +133,27 @@ def test_execution_modes_agree_on_random_specs(spec: Spec) -> None:
         outputs, grads = outputs_and_grads(net, x, anytime=False)
         for a, b in zip([*outputs, *grads], [*reference[0], *reference[1]], strict=True):
             assert close(a, b), mode
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_units_normalised_together_or_apart_agree(training: bool) -> None:
+    """Adjacent stripes share one BatchNorm call, split afterwards; stripes that are not
+    adjacent get one call per run. Either way each stripe gets what it gets alone, and the
+    running statistics move the same."""
+    torch.manual_seed(0)
+    net = nestdsl.compile(nestdsl.load(ROOT / "specs" / "digits_width_depth.nest"))
+    net.train(training)
+    op = net.op("s1.2")  # new at the last stage with all three stripes, from the same inputs
+    assert isinstance(op, ConvOp) and len(op.layer.stripes) == 3
+    x = torch.randn(4, op.in_channels, 16, 16)
+    before = op.running_mean.clone(), op.running_var.clone()
+    with torch.no_grad():
+        together = op.forward_units(x, [0, 1, 2])
+        after_together = op.running_mean.clone(), op.running_var.clone()
+        op.running_mean.copy_(before[0]), op.running_var.copy_(before[1])
+        apart = op.forward_units(x, [0, 2]) + op.forward_units(x, [1])
+    assert close(apart[0], together[0]) and close(apart[1], together[2])
+    assert close(apart[2], together[1])
+    assert close(op.running_mean, after_together[0]) and close(op.running_var, after_together[1])
+    if training:
+        assert not torch.equal(after_together[0], before[0])
