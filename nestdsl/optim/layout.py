@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -74,12 +75,29 @@ class StageLayout:
         runs, width = _columns(stages, params, members, index)
         return cls(stages, params, members, slots, dims, runs, width)
 
+    @cached_property
     def patterns(self) -> dict[tuple[int, ...], list[int]]:
-        """Params (indices into `params`) grouped by their membership (0-based stages)."""
+        """Params (indices into `params`) grouped by their membership (0-based stages).
+
+        Cached with `pattern_slots`: a training loop reuses one layout every step, and
+        rebuilding these per step was a Python loop over every parameter and stage.
+        """
         groups: dict[tuple[int, ...], list[int]] = {}
         for at, stages in enumerate(self.members):
             groups.setdefault(tuple(stages), []).append(at)
         return groups
+
+    @cached_property
+    def pattern_slots(self) -> dict[tuple[int, ...], dict[int, list[int]]]:
+        """For each membership pattern and each member stage i, where the pattern's params
+        sit in stage i's gradient list (the order of `stages[i]`), aligned with `patterns`."""
+        return {
+            members: {
+                stage: [self.slots[at][self.members[at].index(stage)] for at in group]
+                for stage in members
+            }
+            for members, group in self.patterns.items()
+        }
 
     def new_in(self, stage: int) -> list[torch.nn.Parameter]:
         """w_k \\ w_(k-1) for a 0-based stage: its params not in the previous stage."""

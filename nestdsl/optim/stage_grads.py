@@ -198,7 +198,7 @@ def _stage_grads(
 def _fill_row(row: Tensor, grads: list[Tensor], layout: StageLayout, stage: int) -> None:
     """Copy one stage's gradient into its columns of `row` (D,): one op per contiguous run."""
     for run in layout.runs[stage]:
-        pieces = [grads[slot].to(row.dtype) for slot in run.slots]
+        pieces = [_as(grads[slot], row.dtype) for slot in run.slots]
         torch._chunk_cat(pieces, 0, 1, out=row[run.start : run.stop].view(1, -1))
 
 
@@ -263,7 +263,7 @@ def _write(
     Sums run in at least float32 (float64 for coefficients beyond the float32 range) and are
     stored in each parameter's dtype.
     """
-    for members, group in layout.patterns().items():
+    for members, group in layout.patterns.items():
         params = [layout.params[at] for at in group]
         weights = coefficients.for_members(members)
         terms = [(i, weights[i]) for i in members if weights[i] != 0.0 and grads[i] is not None]
@@ -273,7 +273,8 @@ def _write(
             continue
         largest = max(abs(w) for _, w in terms)
         work = torch.float64 if largest > _FLOAT32_SAFE else torch.float32
-        pieces = [_pieces(layout, grads, group, i, work) for i, _ in terms]
+        slots = layout.pattern_slots[members]
+        pieces = [_pieces(grads[i], slots[i], work) for i, _ in terms]
         out = torch._foreach_mul(pieces[0], terms[0][1])
         for piece, (_, w) in zip(pieces[1:], terms[1:], strict=True):
             torch._foreach_add_(out, piece, alpha=w)
@@ -281,21 +282,19 @@ def _write(
             p.grad = g if g.dtype == p.dtype else g.to(p.dtype)
 
 
-def _pieces(
-    layout: StageLayout,
-    grads: list[list[Tensor] | None],
-    group: list[int],
-    stage: int,
-    work: torch.dtype,
-) -> list[Tensor]:
-    """Stage `stage`'s gradient of each param in `group`, in at least the `work` precision."""
-    found = grads[stage]
+def _pieces(found: list[Tensor] | None, slots: list[int], work: torch.dtype) -> list[Tensor]:
+    """One stage's gradient of the params at `slots`, in at least the `work` precision."""
     assert found is not None
-    out = []
-    for at in group:
-        g = found[layout.slots[at][layout.members[at].index(stage)]]
-        out.append(g if _bits(g.dtype) >= _bits(work) else g.to(work))
-    return out
+    pieces = [found[slot] for slot in slots]
+    if all(g.dtype == work for g in pieces):
+        return pieces
+    return [g if _bits(g.dtype) >= _bits(work) else g.to(work) for g in pieces]
+
+
+def _as(g: Tensor, dtype: torch.dtype) -> Tensor:
+    """`g` in `dtype`, without a call into torch when it already is (the common case: this
+    runs once per parameter and stage every step)."""
+    return g if g.dtype == dtype else g.to(dtype)
 
 
 def _bits(dtype: torch.dtype) -> int:
