@@ -10,7 +10,9 @@ that noise on a shared machine hits them alike):
 - inference: joint ``dense`` / ``blockwise`` / ``auto``, anytime execution of all stages,
   the first anytime output alone, and ``subnetwork(1)`` alone.
 
-Targets printed beside the ratios: joint train step <= 0.9x hand-written D_n where the kept
+Beside each median: the aten ops and the convolutions (forward and backward) one run of the
+path dispatches, counted by ``nestdsl.profiling.DispatchCounter``. Targets printed beside the
+ratios: joint train step <= 0.9x hand-written D_n where the kept
 FLOPs are <= 0.75x the dense ones; anytime all stages <= 1.05x a joint pass; first output
 <= 1.2x ``subnetwork(1)``; on tiny specs no path slower than 1.2x the best of its kind.
 
@@ -38,6 +40,7 @@ from torch import nn
 import nestdsl
 from nestdsl.cost import stage_costs, unit_flops
 from nestdsl.ir.model import NestIR
+from nestdsl.profiling import DispatchCounter
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPECS = [
@@ -138,6 +141,26 @@ def paths(
     return net, result
 
 
+@dataclass(frozen=True)
+class Dispatched:
+    """What one run of a path dispatches: every aten op, and the convolutions among them
+    (forward and backward), the kernels whose fixed cost dominates the tiny specs."""
+
+    ops: int
+    convolutions: int
+
+
+def dispatched(items: list[Path_]) -> dict[str, Dispatched]:
+    """One counted run per path (after the timings, so counting never slows a timed run)."""
+    counts = {}
+    for item in items:
+        with DispatchCounter() as counter:
+            item.step()
+        convolutions = sum(n for op, n in counter.by_op.items() if "convolution" in op)
+        counts[f"{item.group}: {item.name}"] = Dispatched(counter.ops, convolutions)
+    return counts
+
+
 def measure(items: list[Path_], repeats: int, device: torch.device) -> dict[str, list[float]]:
     """Milliseconds per path and repeat; each repeat runs every path once, order rotating."""
     for item in items:  # warm-up (and one-time planning)
@@ -180,7 +203,11 @@ def targets(ms: dict[str, float], kept_share: float, tiny: bool) -> list[tuple[s
 
 
 def report(
-    net: nestdsl.NestedNet, times: dict[str, list[float]], batch: int, device: torch.device
+    net: nestdsl.NestedNet,
+    times: dict[str, list[float]],
+    counts: dict[str, Dispatched],
+    batch: int,
+    device: torch.device,
 ) -> None:
     """Medians (and minima: on a loaded machine short steps are often descheduled, which
     inflates medians but rarely minima), ratios to the best of each group, and targets."""
@@ -197,7 +224,8 @@ def report(
         for key, value in rows:
             print(
                 f"  {key:36s} {value:10.2f} ms  {value / best:5.2f}x best"
-                f"  (min {min(times[key]):.2f} ms)"
+                f"  (min {min(times[key]):8.2f} ms)  {counts[key].ops:6d} ops"
+                f"  {counts[key].convolutions:4d} convolutions"
             )
     for name, ratio, target in targets(ms, kept / dense, tiny):
         verdict = "met" if ratio <= target else "NOT met"
@@ -223,7 +251,8 @@ def main() -> None:
     )
     for spec_path in args.specs:
         net, items = paths(spec_path, args.batch, device)
-        report(net, measure(items, args.repeats, device), args.batch, device)
+        times = measure(items, args.repeats, device)
+        report(net, times, dispatched(items), args.batch, device)
     print(f"\nload average at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 
