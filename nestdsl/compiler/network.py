@@ -165,8 +165,8 @@ class NestedNet(nn.Module):
             outputs = op.forward_units(gathered, step.stripes)
             for j, tensor in zip(step.stripes, outputs, strict=True):
                 state.cache[(step.layer, j)] = tensor
-        for group in self._sums_done[state.stage]:
-            state.sums.pop(group, None)
+        for key in self._sums_done[state.stage]:  # no later stage reads these sums
+            state.sums.pop(key, None)
         state.stage += 1
         return state.cache[(self.ir.heads[state.stage - 1], 0)]
 
