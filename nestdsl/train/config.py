@@ -201,6 +201,12 @@ def _nested(config: TrainConfig) -> bool:
     return config.standalone is None and config.oracle is None
 
 
+def greedy_phases(config: TrainConfig) -> bool:
+    """Whether training runs Algorithm 1's phases, one per stage (greedy on the anytime
+    network); unlike the step's mode, this never depends on the device."""
+    return _nested(config) and config.strategy == "greedy"
+
+
 def _sgd_optimizer(config: TrainConfig) -> bool:
     return config.optimizer == "sgd"
 

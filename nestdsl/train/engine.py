@@ -42,7 +42,7 @@ from nestdsl.oracle import OracleCost, oracle_cost
 from nestdsl.oracle import oracle as oracle_of
 from nestdsl.train import distributed
 from nestdsl.train.batch_step import LossWatch, StepPlan, distinct, mode_of, train_step
-from nestdsl.train.config import TrainConfig
+from nestdsl.train.config import TrainConfig, greedy_phases
 from nestdsl.train.config_checks import SUM_OF_LOSSES, check_classes, check_config
 from nestdsl.train.devices import Runtime, deterministic, limited_threads, resolve_runtime
 from nestdsl.train.distributed import DistContext
@@ -77,7 +77,7 @@ class Phase:
 
 def plan_phases(config: TrainConfig, num_stages: int) -> list[Phase]:
     """One phase, or for greedy one per stage of ``config.epochs`` each (see module doc)."""
-    if mode_of(config, "cpu") != "greedy":  # only the task graph depends on the device
+    if not greedy_phases(config):
         return [Phase(0, None, 0, config.epochs)]
     return [Phase(i, i + 1, i * config.epochs, config.epochs) for i in range(num_stages)]
 
