@@ -45,6 +45,12 @@ def aggregate(layer: Layer, inputs: Sequence[Tensor]) -> Tensor:
     return combine(layer.agg, inputs)
 
 
+def _cat_weights(weights: list[Tensor]) -> Tensor:
+    """Per-unit tensors (weights, biases, BatchNorm parameters) stacked along their first
+    dimension into the layer's, with no op at all for a single unit."""
+    return weights[0] if len(weights) == 1 else torch.cat(weights, dim=0)
+
+
 class _Assembly(nn.Module):
     """How to place one unit's weight inside the dense weight of its layer.
 
@@ -147,8 +153,8 @@ class _Normalised(LayerOp):
             y,
             self.running_mean,
             self.running_var,
-            _cat(self.bn_weight),
-            _cat(self.bn_bias),
+            _cat_weights(list(self.bn_weight)),
+            _cat_weights(list(self.bn_bias)),
             self.training,
             BN_MOMENTUM,
             BN_EPS,
@@ -196,10 +202,6 @@ def _adjacent_runs(stripes: Sequence[int]) -> list[list[int]]:
         else:
             runs.append([j])
     return runs
-
-
-def _cat(parameters: nn.ParameterList) -> Tensor:
-    return parameters[0] if len(parameters) == 1 else torch.cat(list(parameters))
 
 
 class ConvOp(_Normalised):
@@ -325,10 +327,6 @@ class ConvOp(_Normalised):
         if layer.bn:
             return self._bn_units(y, stripes)
         return list(torch.split(ACTIVATIONS[layer.act](y), [layer.stripes[j] for j in stripes], 1))
-
-
-def _cat_weights(weights: list[Tensor]) -> Tensor:
-    return weights[0] if len(weights) == 1 else torch.cat(weights, dim=0)
 
 
 class BatchNormOp(_Normalised):
