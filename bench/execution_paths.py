@@ -8,7 +8,11 @@ that noise on a shared machine hits them alike):
   choice the compiler makes), and a hand-written dense PyTorch model of D_n where the spec
   is a plain residual network (``joint_vs_handwritten.HandWritten``);
 - inference: joint ``dense`` / ``blockwise`` / ``auto``, anytime execution of all stages,
-  the first anytime output alone, and ``subnetwork(1)`` alone.
+  the first anytime output alone, and ``subnetwork(1)`` alone;
+- with ``--torch-compile``, the same inference paths compiled by ``torch.compile``
+  (inductor): the joint pass (``auto``), anytime execution with one compiled graph per stage
+  (``torch.compile(net.advance)``, so each stage's output is still returned before the next
+  stage runs), and ``subnetwork(1)``; each path's compile time is printed.
 
 Beside each median: the aten ops and the convolutions (forward and backward) one run of the
 path dispatches, counted by ``nestdsl.profiling.DispatchCounter``. Targets printed beside the
@@ -17,7 +21,7 @@ FLOPs are <= 0.75x the dense ones; anytime all stages <= 1.05x a joint pass; fir
 <= 1.2x ``subnetwork(1)``; on tiny specs no path slower than 1.2x the best of its kind.
 
     python bench/execution_paths.py [SPEC ...] [--batch 16] [--repeats 9] [--threads N]
-        [--device cuda]
+        [--device cuda] [--torch-compile]
 
 On a GPU every path runs in float32 on the device (TF32 as PyTorch's defaults allow), so the
 ratios compare the execution paths themselves, not precisions.
@@ -29,6 +33,7 @@ import argparse
 import itertools
 import os
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,18 +103,66 @@ def first_output(net: nestdsl.NestedNet, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
+def anytime_stepped(
+    net: nestdsl.NestedNet, advance: Callable, x: torch.Tensor
+) -> Callable[[], None]:
+    """Every stage by ``advance`` (``net.advance`` compiled), one stage output at a time."""
+
+    def step() -> None:
+        with torch.no_grad():
+            state = net.start(x)
+            for _ in range(net.num_stages):
+                advance(state)
+
+    return step
+
+
+def first_stepped(net: nestdsl.NestedNet, advance: Callable, x: torch.Tensor) -> Callable[[], None]:
+    def step() -> None:
+        with torch.no_grad():
+            advance(net.start(x))
+
+    return step
+
+
+def compiled_paths(net: nestdsl.NestedNet, x: torch.Tensor) -> list[Path_]:
+    """The inference paths compiled by ``torch.compile``, each on its own copy of ``net`` (so
+    that other paths switching execution modes never invalidate a compiled graph), compiled
+    before timing; prints each compile time."""
+    copies = []
+    for _ in range(2):
+        copy = nestdsl.compile(net.ir).eval().to(x.device)
+        copy.load_state_dict(net.state_dict())
+        copies.append(copy)
+    joint, stepped = copies
+    sub = net.subnetwork(1).eval().to(x.device)
+    advance = torch.compile(stepped.advance)
+    result = [
+        Path_("compiled", "joint auto", infer_step(torch.compile(joint), x)),
+        Path_("compiled", "anytime, all stages", anytime_stepped(stepped, advance, x)),
+        Path_("compiled first", "anytime, first output", first_stepped(stepped, advance, x)),
+        Path_("compiled first", "subnetwork(1) alone", infer_step(torch.compile(sub), x)),
+    ]
+    for item in result:
+        start = time.perf_counter()
+        item.step()
+        seconds = time.perf_counter() - start
+        print(f"  torch.compile: {item.group}: {item.name}: first run {seconds:.1f} s")
+    return result
+
+
 def with_execution(
     net: nestdsl.NestedNet, execution: str, step: Callable[[], None]
 ) -> Callable[[], None]:
     def run() -> None:
-        net.set_execution(execution)  # type: ignore[arg-type]
+        net.set_execution(execution)
         step()
 
     return run
 
 
 def paths(
-    spec_path: str, batch: int, device: torch.device
+    spec_path: str, batch: int, device: torch.device, compiled: bool
 ) -> tuple[nestdsl.NestedNet, list[Path_]]:
     spec = nestdsl.load(ROOT / spec_path)
     torch.manual_seed(0)
@@ -138,6 +191,8 @@ def paths(
         Path_("first", "anytime, first output", first_output(evaluated, x)),
         Path_("first", "subnetwork(1) alone", infer_step(sub, x)),
     ]
+    if compiled:
+        result += compiled_paths(evaluated, x)
     return net, result
 
 
@@ -154,6 +209,8 @@ def dispatched(items: list[Path_]) -> dict[str, Dispatched]:
     """One counted run per path (after the timings, so counting never slows a timed run)."""
     counts = {}
     for item in items:
+        if item.group.startswith("compiled"):  # inductor's kernels are not aten ops
+            continue
         with DispatchCounter() as counter:
             item.step()
         convolutions = sum(n for op, n in counter.by_op.items() if "convolution" in op)
@@ -191,6 +248,20 @@ def targets(ms: dict[str, float], kept_share: float, tiny: bool) -> list[tuple[s
             1.2,
         ),
     ]
+    if "compiled: joint auto" in ms:
+        checks += [
+            (
+                "compiled: anytime all / joint auto",
+                ms["compiled: anytime, all stages"] / ms["compiled: joint auto"],
+                1.2 if tiny else 1.05,
+            ),
+            (
+                "compiled: first output / subnetwork(1)",
+                ms["compiled first: anytime, first output"]
+                / ms["compiled first: subnetwork(1) alone"],
+                1.2,
+            ),
+        ]
     if "train: hand-written D_n" in ms and kept_share <= 0.75:
         hand = ms["train: hand-written D_n"]
         checks.insert(0, ("train auto / hand-written D_n", ms["train: joint auto"] / hand, 0.9))
@@ -222,14 +293,17 @@ def report(
         rows = list(group)
         best = min(value for _, value in rows)
         for key, value in rows:
+            count = counts.get(key)
+            dispatch = (
+                f"  {count.ops:6d} ops  {count.convolutions:4d} convolutions" if count else ""
+            )
             print(
-                f"  {key:36s} {value:10.2f} ms  {value / best:5.2f}x best"
-                f"  (min {min(times[key]):8.2f} ms)  {counts[key].ops:6d} ops"
-                f"  {counts[key].convolutions:4d} convolutions"
+                f"  {key:40s} {value:10.2f} ms  {value / best:5.2f}x best"
+                f"  (min {min(times[key]):8.2f} ms){dispatch}"
             )
     for name, ratio, target in targets(ms, kept / dense, tiny):
         verdict = "met" if ratio <= target else "NOT met"
-        print(f"  {name:36s} {ratio:6.2f}  (target <= {target}: {verdict})")
+        print(f"  {name:40s} {ratio:6.2f}  (target <= {target}: {verdict})")
 
 
 def main() -> None:
@@ -241,6 +315,11 @@ def main() -> None:
         "--threads", type=int, default=0, help="intra-op threads (0: torch's default)"
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--torch-compile",
+        action="store_true",
+        help="also time the inference paths compiled by torch.compile (inductor)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.threads:
@@ -250,7 +329,7 @@ def main() -> None:
         f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}"
     )
     for spec_path in args.specs:
-        net, items = paths(spec_path, args.batch, device)
+        net, items = paths(spec_path, args.batch, device, args.torch_compile)
         times = measure(items, args.repeats, device)
         report(net, times, dispatched(items), args.batch, device)
     print(f"\nload average at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")

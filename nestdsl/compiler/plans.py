@@ -128,7 +128,11 @@ def cheapest_plan(
     """The candidate plan that ``costs`` (default: ``DEVICE_COSTS`` for ``device``) rates
     cheapest; the dense weight on ties."""
     costs = costs or DEVICE_COSTS.get(device, DEVICE_COSTS["cuda"])
-    return min(candidate_plans(shape), key=lambda plan: shape.cost(plan, costs))
+    plans = candidate_plans(shape)
+    # An index into a list of costs rather than min(key=...): torch.compile traces the
+    # first call of a layer, plan included, and cannot trace min's key argument.
+    estimates = [shape.cost(plan, costs) for plan in plans]
+    return plans[estimates.index(min(estimates))]
 
 
 PLANNERS: dict[Execution, Callable[[ConvShape, str], tuple[Block, ...]]] = {
