@@ -155,7 +155,7 @@ def with_execution(
     net: nestdsl.NestedNet, execution: str, step: Callable[[], None]
 ) -> Callable[[], None]:
     def run() -> None:
-        net.set_execution(execution)
+        net.set_execution(execution)  # type: ignore[arg-type]
         step()
 
     return run

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a machine with a CUDA GPU: the CUDA-only tests, then every benchmark with --device cuda,
 # each under a time limit, with logs in OUTDIR (default gpu-checks/).
-#   bash scripts/gpu_checks.sh [OUTDIR]        (PYTHON=... to use another interpreter)
+#   bash scripts/gpu_checks.sh [OUTDIR]        (PYTHON=... to use another interpreter;
+#                                               TORCH_COMPILE=1 adds compiled inference)
 # The interpreter needs a CUDA build of PyTorch and nestdsl with its dev extra (pytest,
 # hypothesis): scripts/setup.sh installs the CPU build, so install your CUDA torch in .venv
 # first, or point PYTHON at an environment that has one.
@@ -35,3 +36,7 @@ step step_costs 150 "$py" bench/step_costs.py specs/digits_width.nest \
   specs/sparse_resnet98_depth.nest specs/sparse_resnet98_eann.nest --batch 128 --repeats 7 \
   --strategies sgd,osgd,osgd-norm --task-graphs anytime,joint
 step throughput 90 "$py" bench/throughput.py --workers 0,4 --repeats 3
+if [ "${TORCH_COMPILE:-0}" = 1 ]; then  # compiled inference; inductor takes minutes to compile
+  step compiled_paths 300 "$py" bench/execution_paths.py specs/digits_width.nest \
+    specs/resnet42_width.nest --batch 128 --repeats 9 --torch-compile
+fi
