@@ -86,41 +86,18 @@ def kept_macs(ir: NestIR) -> int:
     return sum(cost.incremental_flops for cost in costs)
 
 
-def anytime_all(net: nestdsl.NestedNet, x: torch.Tensor) -> Callable[[], None]:
-    def step() -> None:
-        with torch.no_grad():
-            for _ in net.anytime(x):
-                pass
-
-    return step
-
-
-def first_output(net: nestdsl.NestedNet, x: torch.Tensor) -> Callable[[], None]:
-    def step() -> None:
-        with torch.no_grad():
-            net.advance(net.start(x))
-
-    return step
-
-
-def anytime_stepped(
-    net: nestdsl.NestedNet, advance: Callable, x: torch.Tensor
+def anytime_stages(
+    net: nestdsl.NestedNet, x: torch.Tensor, stages: int, advance: Callable | None = None
 ) -> Callable[[], None]:
-    """Every stage by ``advance`` (``net.advance`` compiled), one stage output at a time."""
+    """The first ``stages`` stages, one output at a time, by ``advance`` (default
+    ``net.advance``; the compiled paths pass ``torch.compile(net.advance)``)."""
+    run = advance or net.advance
 
     def step() -> None:
         with torch.no_grad():
             state = net.start(x)
-            for _ in range(net.num_stages):
-                advance(state)
-
-    return step
-
-
-def first_stepped(net: nestdsl.NestedNet, advance: Callable, x: torch.Tensor) -> Callable[[], None]:
-    def step() -> None:
-        with torch.no_grad():
-            advance(net.start(x))
+            for _ in range(stages):
+                run(state)
 
     return step
 
@@ -136,11 +113,11 @@ def compiled_paths(net: nestdsl.NestedNet, x: torch.Tensor) -> list[Path_]:
         copies.append(copy)
     joint, stepped = copies
     sub = net.subnetwork(1).eval().to(x.device)
-    advance = torch.compile(stepped.advance)
+    advance, n = torch.compile(stepped.advance), net.num_stages
     result = [
         Path_("compiled", "joint auto", infer_step(torch.compile(joint), x)),
-        Path_("compiled", "anytime, all stages", anytime_stepped(stepped, advance, x)),
-        Path_("compiled first", "anytime, first output", first_stepped(stepped, advance, x)),
+        Path_("compiled", "anytime, all stages", anytime_stages(stepped, x, n, advance)),
+        Path_("compiled first", "anytime, first output", anytime_stages(stepped, x, 1, advance)),
         Path_("compiled first", "subnetwork(1) alone", infer_step(torch.compile(sub), x)),
     ]
     for item in result:
@@ -187,8 +164,8 @@ def paths(
         for mode in ("dense", "blockwise", "auto")
     ]
     result += [
-        Path_("infer", "anytime, all stages", anytime_all(evaluated, x)),
-        Path_("first", "anytime, first output", first_output(evaluated, x)),
+        Path_("infer", "anytime, all stages", anytime_stages(evaluated, x, net.num_stages)),
+        Path_("first", "anytime, first output", anytime_stages(evaluated, x, 1)),
         Path_("first", "subnetwork(1) alone", infer_step(sub, x)),
     ]
     if compiled:
