@@ -18,10 +18,20 @@ optimizer step) is compared with SGD's step (one joint forward and backward):
 
     python bench/step_costs.py [SPEC ...] [--batch 16] [--repeats 7] [--device cpu]
         [--strategies sgd,sgd-norm,osgd,osgd-norm] [--task-graphs anytime,joint] [--threads N]
+        [--compile default,reduce-overhead]
 
 ``--task-graphs`` runs each per-task strategy once per graph its gradients are taken through
 (``TrainConfig.task_graph``), labelled ``osgd/anytime``, ``osgd/joint``; by default each runs
 through the graph ``task_graph="auto"`` picks for the device.
+
+``--compile MODE[,MODE]`` adds, for every case whose forward is the joint pass, the same step
+on the network compiled by ``torch.compile`` in that mode (``default``, ``reduce-overhead``:
+CUDA graphs on a GPU, ``max-autotune``), as ``nestdsl train --torch-compile`` runs it (mode
+``default``); labelled ``sgd+default``, ``osgd/joint+default``. (``reduce-overhead`` failed on
+an H100: a step's backward read a CUDA-graph output that the next replay had overwritten;
+docs/performance.md.) The first step of each compiled case compiles (its
+time is printed); ops and syncs are not counted for compiled cases (a dispatch mode would
+bypass the compiled graph).
 
 With ``--device cuda`` the step runs under bf16 autocast (fp16 + GradScaler before Ampere)
 on channels_last tensors, as ``nestdsl train`` does there.
@@ -38,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch._functorch import config as functorch_config
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -68,6 +79,7 @@ class Case:
     label: str
     step: Callable[[], None]
     bare: Callable[[], None]
+    compiled: bool = False
 
 
 def runtime_for(device: torch.device) -> Runtime:
@@ -84,21 +96,31 @@ def make_case(
     x: torch.Tensor,
     y: torch.Tensor,
     runtime: Runtime,
+    compiled: tuple[str, torch.nn.Module] | None = None,
 ) -> Case:
+    """The step and bare passes of ``strategy``; with ``compiled`` (a compile mode and the
+    network compiled in it), run through the compiled network's joint pass."""
     n = net.num_stages
     mode = mode_of(make_config(strategy=strategy, task_graph=graph), runtime.device.type)
+    model = net if compiled is None else compiled[1]
     stages = [net.stage_parameters(k) for k in range(1, n + 1)]
     params = list(dict.fromkeys(net.parameters()))
     scaler = torch.amp.GradScaler("cuda") if runtime.uses_scaler else None
     optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9, foreach=True)
-    plan = StepPlan(mode, net, strategy, stages, optimizer, scaler=scaler)
+    plan = StepPlan(mode, model, strategy, stages, optimizer, scaler=scaler)
+
+    graphs = compiled is not None and compiled[0] == "reduce-overhead"
 
     def step() -> None:
+        if graphs:  # a new step: the CUDA graphs may reuse the last step's output memory
+            torch.compiler.cudagraph_mark_step_begin()
         train_step(plan, runtime, x, y)
 
     def bare() -> None:
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with runtime.autocast():
-            outputs = FORWARDS[mode](net, x, n)
+            outputs = FORWARDS[mode](model, x, n)
             losses = [torch.nn.functional.cross_entropy(o.float(), y) for o in outputs]
         if strategy in ONE_PASS:
             torch.autograd.backward(torch.stack(losses).mean(), inputs=params)
@@ -107,7 +129,31 @@ def make_case(
             torch.autograd.grad(loss, stages[i], retain_graph=i < n - 1, allow_unused=True)
 
     label = strategy if strategy in ONE_PASS or graph == "auto" else f"{strategy}/{graph}"
+    if compiled is not None:
+        return Case(strategy, f"{label}+{compiled[0]}", step, bare, compiled=True)
     return Case(strategy, label, step, bare)
+
+
+def compiled_cases(
+    net: nestdsl.NestedNet,
+    strategies: list[tuple[str, str]],
+    modes: list[str],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    runtime: Runtime,
+) -> list[Case]:
+    """One compiled case per compile mode and strategy whose forward is the joint pass (an
+    anytime forward steps through ``net.anytime``, which ``torch.compile(net)`` leaves eager)."""
+    joint = [
+        (s, g)
+        for s, g in strategies
+        if mode_of(make_config(strategy=s, task_graph=g), runtime.device.type) == "joint"
+    ]
+    cases = []
+    for mode in modes:
+        model = torch.compile(net, mode=mode)
+        cases += [make_case(net, s, g, x, y, runtime, (mode, model)) for s, g in joint]
+    return cases
 
 
 def ideal_ratio(net: nestdsl.NestedNet, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -177,6 +223,7 @@ def compare(
     batch: int,
     repeats: int,
     device: torch.device,
+    compile_modes: list[str],
 ) -> None:
     torch.manual_seed(0)
     net = nestdsl.compile(nestdsl.load(ROOT / path)).to(device).train()
@@ -186,8 +233,12 @@ def compare(
     x = runtime.to_device(torch.randn(batch, *net.input_shape))
     y = torch.randint(0, net.num_classes, (batch,), device=device)
     cases = [make_case(net, s, graph, x, y, runtime) for s, graph in strategies]
-    for case in cases:  # warm-up: optimizer state, allocator, kernels
-        case.step(), case.step()
+    cases += compiled_cases(net, strategies, compile_modes, x, y, runtime)
+    for case in cases:  # warm-up: optimizer state, allocator, kernels (compiling, if compiled)
+        first = timed(case.step, device)
+        case.step(), case.bare()
+        if case.compiled:
+            print(f"  {case.label}: first step (compiling) {first:.1f} s", flush=True)
     times: dict[str, list[float]] = {case.label: [] for case in cases}
     bare_times: dict[str, list[float]] = {case.label: [] for case in cases}
     for _ in range(repeats):
@@ -212,16 +263,24 @@ def compare(
         median = statistics.median(times[case.label])
         bare = statistics.median(bare_times[case.label])
         floor = 1.0 if case.strategy in ONE_PASS else ideal
-        step_ops = dispatched(case.step, marked)
-        bare_ops = dispatched(case.bare, marked)
         print(
             f"  {case.label:16s} {median * 1e3:8.1f} {median / base_time:8.2f} "
             f"{floor:6.2f} {median / base_time / floor:7.2f} "
             f"{bare * 1e3:8.1f} {median / bare:9.2f} "
-            f"{peak_bytes(case.step, device) / 2**20:9.1f} "
-            f"{step_ops.ops:9d} {bare_ops.ops:9d} {step_ops.ops / bare_ops.ops:6.2f} "
-            f"{step_ops.syncs:6d}"
+            f"{peak_bytes(case.step, device) / 2**20:9.1f} {counts(case, marked)}"
         )
+
+
+def counts(case: Case, marked: list[torch.Tensor]) -> str:
+    """Ops per step, per bare passes, their ratio and syncs per step (eager cases only)."""
+    if case.compiled:
+        return f"{'-':>9s} {'-':>9s} {'-':>6s} {'-':>6s}"
+    step_ops = dispatched(case.step, marked)
+    bare_ops = dispatched(case.bare, marked)
+    return (
+        f"{step_ops.ops:9d} {bare_ops.ops:9d} {step_ops.ops / bare_ops.ops:6.2f} "
+        f"{step_ops.syncs:6d}"
+    )
 
 
 def main() -> None:
@@ -233,6 +292,13 @@ def main() -> None:
     parser.add_argument("--strategies", default="sgd,sgd-norm,osgd,osgd-norm")
     parser.add_argument("--task-graphs", default="auto", help="e.g. anytime,joint")
     parser.add_argument("--threads", type=int, help="intra-op CPU threads (default: torch's)")
+    parser.add_argument(
+        "--compile",
+        default="",
+        metavar="MODES",
+        help="also time joint-pass steps compiled by torch.compile in these modes, "
+        "e.g. default,reduce-overhead",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -241,8 +307,18 @@ def main() -> None:
         strategies = ["sgd", *(s for s in strategies if s != "sgd")]
     graphs = args.task_graphs.split(",")
     runs = [(s, g) for s in strategies for g in (["auto"] if s in ONE_PASS else graphs)]
+    # per-task gradients call each compiled backward n times (retain_graph), which AOTAutograd
+    # allows only without donated buffers; the trainer sets the same with --torch-compile
+    functorch_config.donated_buffer = False
     for path in args.specs:
-        compare(path, runs, args.batch, args.repeats, torch.device(args.device))
+        compare(
+            path,
+            runs,
+            args.batch,
+            args.repeats,
+            torch.device(args.device),
+            [m for m in args.compile.split(",") if m],
+        )
 
 
 if __name__ == "__main__":

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Prepare a fresh Debian/Ubuntu machine: Graphviz's `dot`, a virtual environment, nestdsl.
+# Prepare a fresh Debian/Ubuntu machine: Graphviz's `dot`, g++, a virtual environment, nestdsl.
 # Idempotent: a second run only checks that everything is in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v dot >/dev/null 2>&1; then
+# Debian packages: Graphviz's dot (drawing) and g++ (inductor's C++ for --torch-compile on a CPU)
+missing=()
+command -v dot >/dev/null 2>&1 || missing+=(graphviz)
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && apt-get install -y -qq graphviz >/dev/null
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "note: Graphviz's dot is missing (sudo apt-get install graphviz); drawing to svg/png/pdf needs it" >&2
+    echo "note: missing ${missing[*]} (sudo apt-get install ${missing[*]}): drawing to svg/png/pdf needs dot, --torch-compile on a CPU needs g++" >&2
   fi
 fi
 

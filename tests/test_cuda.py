@@ -91,3 +91,21 @@ def test_the_command_line_trains_and_evaluates_on_the_gpu(tmp_path: Path) -> Non
     )
     assert evaluated.exit_code == 0, evaluated.output
     assert '"w4"' in evaluated.stdout
+
+
+@pytest.mark.parametrize("strategy", ["sgd", "osgd"])
+def test_a_compiled_gpu_run_learns_what_an_eager_one_learns(
+    exact_float32: None, strategy: str
+) -> None:
+    """``--torch-compile`` on the GPU (inductor, Triton): osgd takes its per-task gradients
+    through the compiled joint graph there, one compiled backward per stage."""
+    spec = str(ROOT / "specs" / "digits_width.nest")
+    options = dict(
+        data="synthetic:128", batch_size=32, epochs=1, device="cuda", amp="off", strategy=strategy
+    )
+    eager = train(spec, make_config(**options), progress=False)
+    compiled = train(spec, make_config(**options, torch_compile=True), progress=False)
+    assert compiled.history[0].train_loss == pytest.approx(eager.history[0].train_loss, rel=1e-3)
+    assert [s.loss for s in compiled.stages] == pytest.approx(
+        [s.loss for s in eager.stages], rel=1e-3
+    )

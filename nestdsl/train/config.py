@@ -27,7 +27,16 @@ initial one. The paper gives only the endpoints; the exponential curve between t
 nestdsl's choice."""
 
 RUNTIME_FIELDS: frozenset[str] = frozenset(
-    {"device", "amp", "channels_last", "workers", "log", "checkpoint_every", "task_graph"}
+    {
+        "device",
+        "amp",
+        "channels_last",
+        "workers",
+        "log",
+        "checkpoint_every",
+        "task_graph",
+        "torch_compile",
+    }
 )
 """Fields a resumed run may change: they choose where and how fast it runs, not what it learns
 (on CPU; AMP on a GPU changes rounding, which a user switching machines accepts)."""
@@ -103,6 +112,13 @@ class TrainConfig(BaseModel):
         "(one joint forward; every backward traverses the whole joint graph, in fewer and larger "
         "kernels), or auto (the faster one for the device type, see docs/performance.md). Both "
         "give the same gradients.",
+    )
+    torch_compile: bool = Field(
+        False,
+        description="Run the joint pass compiled by torch.compile (inductor): the steps that "
+        "use it (sgd, sgd-sum, --standalone, --oracle, --task-graph joint) and evaluation; "
+        "compiling takes seconds to minutes at the start of the run (see "
+        "docs/performance.md). Needs a C++ compiler on a CPU, Triton on a GPU.",
     )
     workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     sync_bn: bool = Field(

@@ -42,6 +42,7 @@ from nestdsl.oracle import OracleCost, oracle_cost
 from nestdsl.oracle import oracle as oracle_of
 from nestdsl.train import distributed
 from nestdsl.train.batch_step import LossWatch, StepPlan, distinct, mode_of, train_step
+from nestdsl.train.compiled import check_available, compiled, compiled_text, compiling
 from nestdsl.train.config import TrainConfig, greedy_phases
 from nestdsl.train.config_checks import SUM_OF_LOSSES, check_classes, check_config
 from nestdsl.train.devices import Runtime, deterministic, limited_threads, resolve_runtime
@@ -195,9 +196,15 @@ def train(
     check_log(config.log)
     context = distributed.from_env()
     runtime = resolve_runtime(config, context.local_rank, context.local_world_size)
+    if config.torch_compile:
+        check_available(runtime.device)
     created = distributed.init(context, runtime.device)
     try:
-        with deterministic(runtime.device), _cpu_share(runtime, context, config):
+        with (
+            deterministic(runtime.device),
+            _cpu_share(runtime, context, config),
+            compiling(config.torch_compile),
+        ):
             session = _Session(target, config, runtime, context, run_dir, progress)
             return session.run(resume=resume, until_epoch=until_epoch)
     finally:
@@ -249,6 +256,8 @@ class _Session:
         self.model: nn.Module = (
             self.net.subnetwork(config.standalone) if config.standalone else target.net
         )
+        self.runner = compiled(self.model, config.torch_compile)
+        """What steps and evaluation call: ``model`` or its compiled wrapper (same state)."""
         self.history: list[EpochRecord] = []
         self.step = 0
         self.split: SplitRecord | None = None
@@ -318,7 +327,7 @@ class _Session:
             params = distinct(list(self.model.parameters()))
             return StepPlan(
                 "standalone",
-                self.model,
+                self.runner,
                 "sgd",
                 [params],
                 build_optimizer(config, params),
@@ -341,7 +350,7 @@ class _Session:
         sums = config.strategy == SUM_OF_LOSSES  # Eq. 1 with every loss multiplied by n
         return StepPlan(
             self.mode,
-            self.model,
+            self.runner,
             "sgd" if sums else config.strategy,
             loss_memberships(net),
             build_optimizer(config, distinct(list(self.model.parameters()))),
@@ -442,6 +451,7 @@ class _Session:
             spec=self.target.spec_path,
             labels=self._labels(),
             strategy=strategy_text(self.config, self.runtime.device.type),
+            compiled=compiled_text(self.config, self.mode),
             device=str(self.runtime.device),
             data=self.config.data,
             train_size=len(loaders.sampler.dataset),  # type: ignore[arg-type]
@@ -525,7 +535,7 @@ class _Session:
 
     def _evaluate(self, loader: Iterable[tuple[Tensor, Tensor]]) -> list[StageMetrics]:
         metrics = evaluate(
-            self.model,
+            self.runner,
             loader,
             self.runtime.device,
             amp_dtype=self.runtime.amp_dtype,

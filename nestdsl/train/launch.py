@@ -21,6 +21,8 @@ from nestdsl.ast import Spec
 from nestdsl.data import build_datasets
 from nestdsl.diagnostics import NestError, fail
 from nestdsl.train import distributed
+from nestdsl.train.batch_step import mode_of
+from nestdsl.train.compiled import check_available, compiled_text
 from nestdsl.train.config import TrainConfig
 from nestdsl.train.config_checks import check_classes, check_config
 from nestdsl.train.devices import resolve_device
@@ -161,6 +163,8 @@ def plan_run(
     net = contract(target.net)
     check_config(config, net.num_stages)
     device = resolve_device(config.device)
+    if config.torch_compile:
+        check_available(device)
     data = build_datasets(config.data, net.input_shape, augment=False, seed=config.seed)
     check_classes(data, net.num_classes)
     done = 0
@@ -184,4 +188,5 @@ def plan_run(
         epochs=total_epochs(config, net.num_stages),
         epochs_done=done,
         run_dir=run_dir,
+        compiled=compiled_text(config, mode_of(config, device.type)),
     )

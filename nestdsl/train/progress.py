@@ -53,6 +53,8 @@ class RunPlan:
     epochs: int
     epochs_done: int
     run_dir: Path | None
+    compiled: str | None = None
+    """What --torch-compile compiles (None: nothing)."""
 
     def lines(self) -> list[str]:
         """The banner, one fact per line, so a log shows what produced the lines after it."""
@@ -64,6 +66,7 @@ class RunPlan:
             f"stages    {len(self.labels)}: {stages}",
             f"strategy  {self.strategy}",
             f"device    {self.device}",
+            *([f"compiled  {self.compiled}"] if self.compiled else []),
             f"data      {self.data}: {self.train_size} training, {self.val_size} validation",
             f"epochs    {epochs}",
             f"run dir   {self.run_dir if self.run_dir is not None else '(none: nothing saved)'}",
