@@ -116,7 +116,8 @@ class TrainConfig(BaseModel):
     torch_compile: bool = Field(
         False,
         description="Run the joint pass compiled by torch.compile (inductor): the steps that "
-        "use it (sgd, sgd-sum, --standalone, --oracle, --task-graph joint) and evaluation; "
+        "use it (sgd, sgd-sum, --standalone, --oracle, and per-task strategies through the "
+        "joint graph, their default on CUDA) and evaluation; "
         "compiling takes seconds to minutes at the start of the run (see "
         "docs/performance.md). Needs a C++ compiler on a CPU, Triton on a GPU.",
     )
