@@ -48,7 +48,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch._functorch import config as functorch_config
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -56,6 +55,7 @@ import nestdsl
 from nestdsl.optim.stage_grads import ONE_PASS
 from nestdsl.profiling import DispatchCounter
 from nestdsl.train.batch_step import FORWARDS, StepPlan, mode_of, train_step
+from nestdsl.train.compiled import compiling
 from nestdsl.train.config import make_config
 from nestdsl.train.devices import Runtime, cuda_capability
 
@@ -307,18 +307,10 @@ def main() -> None:
         strategies = ["sgd", *(s for s in strategies if s != "sgd")]
     graphs = args.task_graphs.split(",")
     runs = [(s, g) for s in strategies for g in (["auto"] if s in ONE_PASS else graphs)]
-    # per-task gradients call each compiled backward n times (retain_graph), which AOTAutograd
-    # allows only without donated buffers; the trainer sets the same with --torch-compile
-    functorch_config.donated_buffer = False
-    for path in args.specs:
-        compare(
-            path,
-            runs,
-            args.batch,
-            args.repeats,
-            torch.device(args.device),
-            [m for m in args.compile.split(",") if m],
-        )
+    modes = [m for m in args.compile.split(",") if m]
+    with compiling(bool(modes)):  # the settings `nestdsl train --torch-compile` runs under
+        for path in args.specs:
+            compare(path, runs, args.batch, args.repeats, torch.device(args.device), modes)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,11 @@ COMPILED_MODES: frozenset[str] = frozenset({"joint", "standalone"})
 """Step modes (``batch_step.mode_of``) whose forward is the joint pass, ``net(x)``."""
 
 
-def check_available(device: torch.device) -> None:
-    """T019 before the run starts, instead of an inductor traceback at its first step."""
+def check_available(config: TrainConfig, device: torch.device) -> None:
+    """T019 before the run starts, instead of an inductor traceback at its first step (nothing
+    to check without ``--torch-compile``)."""
+    if not config.torch_compile:
+        return
     if device.type == "cpu":
         compiler = os.environ.get("CXX", "g++")
         if shutil.which(compiler) is None:
@@ -50,16 +53,11 @@ def check_available(device: torch.device) -> None:
         )
 
 
-def steps_compiled(mode: str) -> bool:
-    """Whether training steps of ``mode`` go through the compiled joint pass."""
-    return mode in COMPILED_MODES
-
-
 def compiled_text(config: TrainConfig, mode: str) -> str | None:
     """What ``--torch-compile`` compiles in this run, in the banner's words (None: off)."""
     if not config.torch_compile:
         return None
-    if steps_compiled(mode):
+    if mode in COMPILED_MODES:
         return "joint pass, for training steps and evaluation (the first steps compile it)"
     why = "greedy trains stage by stage" if mode == "greedy" else "the anytime graph runs eagerly"
     return f"joint pass, for evaluation only ({why}; --task-graph joint compiles the steps)"

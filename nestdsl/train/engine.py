@@ -196,8 +196,7 @@ def train(
     check_log(config.log)
     context = distributed.from_env()
     runtime = resolve_runtime(config, context.local_rank, context.local_world_size)
-    if config.torch_compile:
-        check_available(runtime.device)
+    check_available(config, runtime.device)
     created = distributed.init(context, runtime.device)
     try:
         with (

@@ -163,8 +163,7 @@ def plan_run(
     net = contract(target.net)
     check_config(config, net.num_stages)
     device = resolve_device(config.device)
-    if config.torch_compile:
-        check_available(device)
+    check_available(config, device)
     data = build_datasets(config.data, net.input_shape, augment=False, seed=config.seed)
     check_classes(data, net.num_classes)
     done = 0
