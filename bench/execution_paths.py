@@ -5,10 +5,13 @@ that noise on a shared machine hits them alike):
 
 - train steps (forward + backward of every stage's loss): joint execution with the dense
   weight, block-wise (one convolution per stripe, no pruned zeros), ``auto`` (the per-layer
-  choice the compiler makes), and a hand-written dense PyTorch model of D_n where the spec
-  is a plain residual network (``joint_vs_handwritten.HandWritten``);
-- inference: joint ``dense`` / ``blockwise`` / ``auto``, anytime execution of all stages,
-  the first anytime output alone, and ``subnetwork(1)`` alone;
+  choice the compiler makes), ``auto`` with the other way of assembling weights than the
+  device's default (the weight bank's one gather on a CPU, per-layer assembly on a GPU), and
+  a hand-written dense PyTorch model of D_n where the spec is a plain residual network
+  (``joint_vs_handwritten.HandWritten``);
+- inference: joint ``dense`` / ``blockwise`` / ``auto`` (and ``auto`` with the other
+  assembly), anytime execution of all stages, the first anytime output alone, and
+  ``subnetwork(1)`` alone;
 - with ``--torch-compile``, the same inference paths compiled by ``torch.compile``
   (inductor): the joint pass (``auto``), anytime execution with one compiled graph per stage
   (``torch.compile(net.advance)``, so each stage's output is still returned before the next
@@ -43,6 +46,7 @@ from joint_vs_handwritten import HandWritten, infer_step, timed, train_step
 from torch import nn
 
 import nestdsl
+from nestdsl.compiler.assembly import PER_LAYER_DEVICES
 from nestdsl.cost import stage_costs, unit_flops
 from nestdsl.ir.model import NestIR
 from nestdsl.profiling import DispatchCounter
@@ -138,6 +142,39 @@ def with_execution(
     return run
 
 
+def with_assembly(
+    net: nestdsl.NestedNet, gather: bool, device: torch.device, step: Callable[[], None]
+) -> Callable[[], None]:
+    """``step`` with every layer's pieces gathered by the weight bank (``gather``) or built
+    layer by layer, whichever the device does not do by default."""
+
+    def run() -> None:
+        default = net.bank.per_layer_devices
+        net.bank.per_layer_devices = frozenset() if gather else frozenset({device.type})
+        net.bank.retie()  # on a CPU the parameters are tied only for the bank's paths
+        try:
+            step()
+        finally:
+            net.bank.per_layer_devices = default
+
+    return run
+
+
+def assembly_paths(
+    net: nestdsl.NestedNet, evaluated: nestdsl.NestedNet, x: torch.Tensor
+) -> list[Path_]:
+    """The joint ``auto`` paths with the other way of assembling weights than the device's
+    default (``compiler.assembly``): the weight bank on a CPU, per-layer assembly elsewhere."""
+    gather = x.device.type in PER_LAYER_DEVICES
+    name = "joint auto, weight bank" if gather else "joint auto, per-layer assembly"
+    train = with_execution(net, "auto", train_step(net, x))
+    infer = with_execution(evaluated, "auto", infer_step(evaluated, x))
+    return [
+        Path_("train", name, with_assembly(net, gather, x.device, train)),
+        Path_("infer", name, with_assembly(evaluated, gather, x.device, infer)),
+    ]
+
+
 def paths(
     spec_path: str, batch: int, device: torch.device, compiled: bool
 ) -> tuple[nestdsl.NestedNet, list[Path_]]:
@@ -154,6 +191,8 @@ def paths(
         Path_("train", f"joint {mode}", with_execution(net, mode, train_step(net, x)))
         for mode in ("dense", "blockwise", "auto")
     ]
+    assembly = assembly_paths(net, evaluated, x) if net.bank.layers else []
+    result += assembly[:1]
     try:
         hand: nn.Module = HandWritten(spec, net.num_stages).train().to(device)
         result.append(Path_("train", "hand-written D_n", train_step(hand, x)))
@@ -163,6 +202,7 @@ def paths(
         Path_("infer", f"joint {mode}", with_execution(evaluated, mode, infer_step(evaluated, x)))
         for mode in ("dense", "blockwise", "auto")
     ]
+    result += assembly[1:]
     result += [
         Path_("infer", "anytime, all stages", anytime_stages(evaluated, x, net.num_stages)),
         Path_("first", "anytime, first output", anytime_stages(evaluated, x, 1)),

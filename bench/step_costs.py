@@ -18,7 +18,7 @@ optimizer step) is compared with SGD's step (one joint forward and backward):
 
     python bench/step_costs.py [SPEC ...] [--batch 16] [--repeats 7] [--device cpu]
         [--strategies sgd,sgd-norm,osgd,osgd-norm] [--task-graphs anytime,joint] [--threads N]
-        [--compile default,reduce-overhead]
+        [--compile default,reduce-overhead] [--per-layer]
 
 ``--task-graphs`` runs each per-task strategy once per graph its gradients are taken through
 (``TrainConfig.task_graph``), labelled ``osgd/anytime``, ``osgd/joint``; by default each runs
@@ -32,6 +32,10 @@ an H100: a step's backward read a CUDA-graph output that the next replay had ove
 docs/performance.md.) The first step of each compiled case compiles (its
 time is printed); ops and syncs are not counted for compiled cases (a dispatch mode would
 bypass the compiled graph).
+
+``--per-layer`` adds, off the CPU, every eager case again with each layer assembling its own
+weights instead of the weight bank's one gather (``compiler.assembly``), labelled
+``sgd+layers``: what the bank saves, measured side by side.
 
 With ``--device cuda`` the step runs under bf16 autocast (fp16 + GradScaler before Ampere)
 on channels_last tensors, as ``nestdsl train`` does there.
@@ -52,6 +56,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 import nestdsl
+from nestdsl.compiler.assembly import PER_LAYER_DEVICES
 from nestdsl.optim.stage_grads import ONE_PASS
 from nestdsl.profiling import DispatchCounter
 from nestdsl.train.batch_step import FORWARDS, StepPlan, mode_of, train_step
@@ -132,6 +137,24 @@ def make_case(
     if compiled is not None:
         return Case(strategy, f"{label}+{compiled[0]}", step, bare, compiled=True)
     return Case(strategy, label, step, bare)
+
+
+def per_layer(net: nestdsl.NestedNet, case: Case, device: torch.device) -> Case:
+    """``case`` with each layer assembling its own weights (pads and concatenations) instead
+    of the weight bank's one gather, the default on every device but the CPU."""
+
+    def wrap(fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            default = net.bank.per_layer_devices
+            net.bank.per_layer_devices = frozenset({device.type})
+            try:
+                fn()
+            finally:
+                net.bank.per_layer_devices = default
+
+        return run
+
+    return Case(case.strategy, f"{case.label}+layers", wrap(case.step), wrap(case.bare))
 
 
 def compiled_cases(
@@ -224,6 +247,7 @@ def compare(
     repeats: int,
     device: torch.device,
     compile_modes: list[str],
+    layers: bool,
 ) -> None:
     torch.manual_seed(0)
     net = nestdsl.compile(nestdsl.load(ROOT / path)).to(device).train()
@@ -233,6 +257,8 @@ def compare(
     x = runtime.to_device(torch.randn(batch, *net.input_shape))
     y = torch.randint(0, net.num_classes, (batch,), device=device)
     cases = [make_case(net, s, graph, x, y, runtime) for s, graph in strategies]
+    if layers and device.type not in PER_LAYER_DEVICES and net.bank.layers:
+        cases += [per_layer(net, case, device) for case in list(cases)]
     cases += compiled_cases(net, strategies, compile_modes, x, y, runtime)
     for case in cases:  # warm-up: optimizer state, allocator, kernels (compiling, if compiled)
         first = timed(case.step, device)
@@ -299,6 +325,11 @@ def main() -> None:
         help="also time joint-pass steps compiled by torch.compile in these modes, "
         "e.g. default,reduce-overhead",
     )
+    parser.add_argument(
+        "--per-layer",
+        action="store_true",
+        help="also time every eager case with per-layer weight assembly (off the CPU)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -310,7 +341,8 @@ def main() -> None:
     modes = [m for m in args.compile.split(",") if m]
     with compiling(bool(modes)):  # the settings `nestdsl train --torch-compile` runs under
         for path in args.specs:
-            compare(path, runs, args.batch, args.repeats, torch.device(args.device), modes)
+            device = torch.device(args.device)
+            compare(path, runs, args.batch, args.repeats, device, modes, args.per_layer)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ ROOT = Path(__file__).parent.parent
 
 
 def close(a: torch.Tensor, b: torch.Tensor) -> bool:
-    scale = max(1.0, float(b.abs().max()))
+    scale = max(1.0, float(b.detach().abs().max()))
     return bool(torch.allclose(a, b, rtol=1e-4, atol=1e-5 * scale))
 
 

@@ -62,6 +62,31 @@ def test_every_execution_path_on_the_gpu_matches_the_cpu(name: str) -> None:
     assert close(gpu.advance(state), expected[1][[0, 2, 5]])
 
 
+@pytest.mark.usefixtures("exact_float32")
+def test_the_weight_bank_gathers_on_the_gpu_what_the_layers_assemble() -> None:
+    """On CUDA one gather assembles every layer's weights (``compiler.assembly``): a
+    channels_last training step gives the outputs and gradients of per-layer assembly, and
+    each gradient is laid out like its parameter."""
+    torch.manual_seed(0)
+    net = nestdsl.compile(nestdsl.load(ROOT / "specs" / "digits_width_depth.nest")).cuda()
+    net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    x = torch.randn(8, *net.input_shape, device="cuda")
+    x = x.contiguous(memory_format=torch.channels_last)
+    assert net.bank.assemble("cuda")
+    runs = []
+    for per_layer in (frozenset(), frozenset({"cuda"})):
+        net.bank.per_layer_devices = per_layer
+        net.zero_grad(set_to_none=True)
+        outputs = net(x)
+        sum(out.square().mean() for out in outputs).backward()
+        runs.append((outputs, [p.grad for p in net.parameters()]))
+    (outputs, grads), (ref_outputs, ref_grads) = runs
+    assert all(map(close, outputs, ref_outputs))
+    for grad, ref, p in zip(grads, ref_grads, net.parameters(), strict=True):
+        assert grad is not None and ref is not None
+        assert close(grad, ref) and grad.stride() == p.stride()
+
+
 @pytest.mark.parametrize("strategy", ["sgd", "osgd"])
 def test_a_stopped_gpu_run_resumes_bit_identically(tmp_path: Path, strategy: str) -> None:
     cfg = make_config(

@@ -9,15 +9,16 @@ output k touches only D_k's parameters.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import networkx as nx
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nestdsl.compiler.assembly import WeightBank
 from nestdsl.compiler.ops import OPS, LayerOp, combine
 from nestdsl.compiler.plans import PLANNERS, Execution
 from nestdsl.ir.model import Layer, NestIR, UnitId
@@ -91,6 +92,17 @@ class NestedNet(nn.Module):
             for unit in layer.units()
             for p in self.op(layer.id).unit_parameters(unit[1])
         }
+        self.bank = WeightBank(
+            {layer.id: op for layer in self._order if (op := self.op(layer.id)).assembles()}
+        )
+        self.register_load_state_dict_post_hook(_retie_after_load)
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> NestedNet:
+        """``Module.to``, ``.half()``, ... give the parameters new storage: gather them into
+        a new flat tensor of the weight bank (in their new device, dtype and layout)."""
+        super()._apply(fn, recurse)
+        self.bank.retie()
+        return self
 
     def op(self, layer_id: str) -> LayerOp:
         op = self.ops[module_key(layer_id)]
@@ -127,8 +139,10 @@ class NestedNet(nn.Module):
 
     def _run(self, x: Tensor, keep: bool) -> dict[str, Tensor]:
         outputs: dict[str, Tensor] = {"input": x}
+        assembled = self.bank.assemble(x.device.type)
         for index, layer in enumerate(self._order):
-            outputs[layer.id] = self.op(layer.id)([outputs[s] for s in layer.inputs])
+            inputs = [outputs[s] for s in layer.inputs]
+            outputs[layer.id] = self.op(layer.id)(inputs, assembled.get(layer.id, ()))
             if not keep:
                 for finished in self._last_use.get(index, ()):
                     del outputs[finished]
@@ -410,6 +424,12 @@ class _PooledView(dict[UnitId, Tensor]):
         if key not in self.pooled:  # [B, C, s, s]
             self.pooled[key] = F.adaptive_avg_pool2d(self.cache[unit], self.size)
         return self.pooled[key]
+
+
+def _retie_after_load(module: nn.Module, _: Any) -> None:
+    """``load_state_dict(assign=True)`` replaces parameters: tie the new ones to the bank."""
+    assert isinstance(module, NestedNet)
+    module.bank.retie()
 
 
 def _last_use(order: list[Layer]) -> dict[int, list[str]]:

@@ -5,9 +5,11 @@ Parameters are owned by units: a conv unit (layer, stripe j) owns its incoming w
 the input channels its kept edges cover (``kept``), and its BatchNorm affine parameters.
 Joint execution runs a convolution by its plan (``plans.py``): one dense weight assembled from
 the units' weights with the pruned entries zero, or blocks of stripes that each convolve only
-the input prefix they read (no zeros); anytime execution convolves the kept input channels
-with a unit's own weight directly. BatchNorm statistics are per channel, so a unit's
-activation never depends on units of later stages (no per-width BN switching is needed).
+the input prefix they read (no zeros). A layer describes the tensors a plan multiplies as
+pieces (``assembly.py``), which the network's weight bank gathers for all layers at once;
+anytime execution convolves the kept input channels with a unit's own weight directly.
+BatchNorm statistics are per channel, so a unit's activation never depends on units of later
+stages (no per-width BN switching is needed).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nestdsl.compiler.assembly import Part, Piece, Placement, materialize
 from nestdsl.compiler.plans import PLANNERS, Block, ConvShape, Execution
 from nestdsl.ir.model import Layer
 
@@ -51,35 +54,6 @@ def _cat_weights(weights: list[Tensor]) -> Tensor:
     return weights[0] if len(weights) == 1 else torch.cat(weights, dim=0)
 
 
-class _Assembly(nn.Module):
-    """How to place one unit's weight inside the dense weight of its layer.
-
-    A unit reading a prefix of the input is padded with zeros; any other kept set is copied
-    into zeros by an index that lives on the weight's device as a buffer, so assembling the
-    weight never copies from the host (no host-device synchronisation).
-    """
-
-    index: Tensor | None
-
-    def __init__(self, kept: list[int], in_channels: int):
-        super().__init__()
-        self.width = len(kept)
-        self.in_channels = in_channels
-        prefix = kept == list(range(len(kept)))
-        index = None if prefix else torch.tensor(kept, dtype=torch.long)
-        self.register_buffer("index", index, persistent=False)
-
-    def place(self, weight: Tensor, width: int | None = None) -> Tensor:
-        """``weight`` ([out, kept, k, k]) spread over ``width`` input channels (default: all
-        of the layer's), zeros elsewhere: [out, width, k, k]."""
-        width = self.in_channels if width is None else width
-        if self.index is None:
-            pad = width - self.width
-            return F.pad(weight, (0, 0, 0, 0, 0, pad)) if pad else weight
-        shape = (weight.shape[0], width, *weight.shape[2:])
-        return weight.new_zeros(shape).index_copy(1, self.index, weight)
-
-
 class LayerOp(nn.Module, ABC):
     """Base class: a layer of the IR with per-unit parameters."""
 
@@ -106,14 +80,39 @@ class LayerOp(nn.Module, ABC):
     def set_execution(self, execution: Execution) -> None:
         """Choose how joint execution runs the layer; only convolutions have a choice."""
 
+    def assembles(self) -> bool:
+        """Whether joint execution needs tensors assembled from several unit parameters (the
+        network's weight bank then gathers them; see ``assembly.py``)."""
+        return False
+
+    def pieces(self, device: str) -> tuple[Piece, ...]:
+        """The assembled tensors joint execution on ``device`` (a device type) uses."""
+        return ()
+
+    def resolve(self, part: Part) -> Tensor:
+        store = getattr(self, part.store)
+        assert isinstance(store, nn.ParameterList)
+        return store[part.stripe]
+
+    def placement(self, stripe: int) -> Placement:
+        raise TypeError(f"layer {self.layer.id} places no weights")
+
+    def assembled_parameters(self) -> list[Tensor]:
+        return [p for j in range(len(self.layer.stripes)) for p in self.unit_parameters(j)]
+
+    def materialize_all(self, device: str) -> tuple[Tensor, ...]:
+        """The pieces built by this layer alone (when the weight bank cannot gather them)."""
+        return tuple(materialize(self, piece) for piece in self.pieces(device))
+
     def gather(self, inputs: Sequence[Tensor]) -> Tensor:
         """The layer's aggregated input in the channel order its stripes read."""
         x = aggregate(self.layer, inputs)
         return x if self.order is None else x.index_select(1, self.order)
 
     @abstractmethod
-    def forward(self, inputs: Sequence[Tensor]) -> Tensor:
-        """Joint execution: the whole layer from its whole inputs."""
+    def forward(self, inputs: Sequence[Tensor], assembled: Sequence[Tensor] = ()) -> Tensor:
+        """Joint execution: the whole layer from its whole inputs; ``assembled``: its pieces
+        as the weight bank gathered them (empty: the layer builds them itself)."""
 
     @abstractmethod
     def forward_units(self, x: Tensor, stripes: Sequence[int]) -> list[Tensor]:
@@ -148,13 +147,21 @@ class _Normalised(LayerOp):
         self.register_buffer("running_mean", torch.zeros(self.layer.channels))
         self.register_buffer("running_var", torch.ones(self.layer.channels))
 
-    def _bn_all(self, y: Tensor) -> Tensor:
+    def _norm_pieces(self) -> tuple[Piece, Piece]:
+        """The BatchNorm weight and bias of all stripes, as two vectors."""
+        stripes = range(len(self.layer.stripes))
+        return (
+            Piece(tuple(Part("bn_weight", j) for j in stripes)),
+            Piece(tuple(Part("bn_bias", j) for j in stripes)),
+        )
+
+    def _bn_all(self, y: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         return F.batch_norm(
             y,
             self.running_mean,
             self.running_var,
-            _cat_weights(list(self.bn_weight)),
-            _cat_weights(list(self.bn_bias)),
+            weight,
+            bias,
             self.training,
             BN_MOMENTUM,
             BN_EPS,
@@ -222,7 +229,7 @@ class ConvOp(_Normalised):
         )
         if layer.bn:
             self._create_norm()
-        self.assembly = nn.ModuleList(_Assembly(kept_j, in_channels) for kept_j in kept)
+        self.placements = nn.ModuleList(Placement(kept_j, in_channels) for kept_j in kept)
         fan_out = layer.channels // groups * k * k
         for weight in self.weight:
             nn.init.normal_(weight, std=(2.0 / fan_out) ** 0.5)  # He init, fan-out mode
@@ -234,8 +241,10 @@ class ConvOp(_Normalised):
             else None
         )
         self.execution: Execution = "auto"
-        self._plans: dict[tuple[Execution, str], tuple[Block, ...]] = {}
-        """(execution, device type) -> blocks: switching modes back and forth re-plans nothing."""
+        self._plans: dict[tuple[Execution, str], tuple[tuple[Block, ...], tuple[Piece, ...]]]
+        self._plans = {}
+        """(execution, device type) -> blocks and their pieces: switching modes back and forth
+        re-plans nothing."""
 
     def unit_parameters(self, stripe: int) -> list[nn.Parameter]:
         own = [self.weight[stripe]]
@@ -249,16 +258,56 @@ class ConvOp(_Normalised):
         """Choose how joint execution runs this layer (see ``plans.Execution``)."""
         self.execution = execution
 
+    def assembles(self) -> bool:
+        if len(self.weight) > 1:
+            return True
+        placement = self.placement(0)
+        return self.layer.groups == 1 and (
+            placement.index is not None or len(placement.kept) < self.in_channels
+        )
+
+    def placement(self, stripe: int) -> Placement:
+        placement = self.placements[stripe]
+        assert isinstance(placement, Placement)
+        return placement
+
     def plan(self, device: str) -> tuple[Block, ...]:
         """The blocks joint execution runs on ``device`` (a device type), planned once."""
+        return self._planned(device)[0]
+
+    def pieces(self, device: str) -> tuple[Piece, ...]:
+        """One weight per block, then one bias per block (with a bias), then the BatchNorm
+        weight and bias (with BatchNorm)."""
+        return self._planned(device)[1]
+
+    def _planned(self, device: str) -> tuple[tuple[Block, ...], tuple[Piece, ...]]:
         key = (self.execution, device)
         if key not in self._plans:
-            self._plans[key] = (
+            blocks = (
                 (Block(0, len(self.weight), self.in_channels),)
                 if self.shape is None
                 else PLANNERS[self.execution](self.shape, device)
             )
+            self._plans[key] = (blocks, self._pieces_of(blocks))
         return self._plans[key]
+
+    def _pieces_of(self, blocks: tuple[Block, ...]) -> tuple[Piece, ...]:
+        grouped = self.layer.groups > 1  # stripes hold whole groups: stacked, not placed
+        pieces = [
+            Piece(
+                tuple(Part("weight", j) for j in b.stripes),
+                None if grouped else b.width,
+                autocast=True,
+            )
+            for b in blocks
+        ]
+        if self.bias is not None:
+            pieces += [
+                Piece(tuple(Part("bias", j) for j in b.stripes), autocast=True) for b in blocks
+            ]
+        if self.layer.bn:
+            pieces += self._norm_pieces()
+        return tuple(pieces)
 
     def use_plan(self, device: str, blocks: tuple[Block, ...]) -> None:
         """Run joint execution on ``device`` (a device type) by ``blocks`` instead of the
@@ -275,21 +324,7 @@ class ConvOp(_Normalised):
             raise ValueError(f"blocks {bounds} do not cover stripes 0..{len(shape.stripes) - 1}")
         if any(b.width < max(shape.kept[b.first : b.stop]) for b in blocks):
             raise ValueError("a block reads less than the input prefix its stripes need")
-        self._plans[(self.execution, device)] = blocks
-
-    def dense_weight(self) -> Tensor:
-        if self.layer.groups > 1:  # stripes hold whole groups: no placement needed
-            return _cat_weights(list(self.weight))
-        return _cat_weights(self._placed(range(len(self.weight)), self.in_channels))
-
-    def _placed(self, stripes: range, width: int) -> list[Tensor]:
-        """The weights of ``stripes`` over the first ``width`` input channels."""
-        placed = []
-        for j in stripes:
-            assembly = self.assembly[j]
-            assert isinstance(assembly, _Assembly)
-            placed.append(assembly.place(self.weight[j], width))
-        return placed
+        self._plans[(self.execution, device)] = (blocks, self._pieces_of(blocks))
 
     def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None, out: int) -> Tensor:
         layer = self.layer
@@ -301,23 +336,27 @@ class ConvOp(_Normalised):
             return None
         return _cat_weights([self.bias[j] for j in stripes])
 
-    def _run_block(self, x: Tensor, block: Block) -> Tensor:
-        """One convolution of the input prefix the block reads: [B, block channels, H', W']."""
-        stripes = block.stripes
-        out = sum(self.layer.stripes[j] for j in stripes)
-        whole = block.width == self.in_channels and len(stripes) == len(self.weight)
-        weight = self.dense_weight() if whole else _cat_weights(self._placed(stripes, block.width))
-        if block.width < self.in_channels:
-            x = x[:, : block.width]  # [B, width, H, W]
-        return self._conv(x, weight, self._bias(stripes), out)
-
-    def forward(self, inputs: Sequence[Tensor]) -> Tensor:
+    def forward(self, inputs: Sequence[Tensor], assembled: Sequence[Tensor] = ()) -> Tensor:
         layer = self.layer
         x = self.gather(inputs)  # [B, C_in, H, W]
-        blocks = [self._run_block(x, block) for block in self.plan(x.device.type)]
-        y = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)  # [B, C_out, H', W']
+        device = x.device.type
+        blocks = self.plan(device)
+        tensors = assembled or self.materialize_all(device)
+        n = len(blocks)
+        biases = tensors[n : 2 * n] if self.bias is not None else [None] * n
+        ys = [
+            # each block convolves the input prefix it reads: [B, block channels, H', W']
+            self._conv(
+                x if block.width == self.in_channels else x[:, : block.width],
+                weight,
+                bias,
+                sum(layer.stripes[j] for j in block.stripes),
+            )
+            for block, weight, bias in zip(blocks, tensors[:n], biases, strict=True)
+        ]
+        y = ys[0] if n == 1 else torch.cat(ys, dim=1)  # [B, C_out, H', W']
         if layer.bn:
-            y = self._bn_all(y)
+            y = self._bn_all(y, tensors[-2], tensors[-1])
         return ACTIVATIONS[layer.act](y)
 
     def forward_units(self, x: Tensor, stripes: Sequence[int]) -> list[Tensor]:
@@ -339,8 +378,16 @@ class BatchNormOp(_Normalised):
     def unit_parameters(self, stripe: int) -> list[nn.Parameter]:
         return [self.bn_weight[stripe], self.bn_bias[stripe]]
 
-    def forward(self, inputs: Sequence[Tensor]) -> Tensor:
-        return ACTIVATIONS[self.layer.act](self._bn_all(self.gather(inputs)))
+    def assembles(self) -> bool:
+        return len(self.layer.stripes) > 1
+
+    def pieces(self, device: str) -> tuple[Piece, ...]:
+        return self._norm_pieces()
+
+    def forward(self, inputs: Sequence[Tensor], assembled: Sequence[Tensor] = ()) -> Tensor:
+        x = self.gather(inputs)
+        weight, bias = assembled or self.materialize_all(x.device.type)
+        return ACTIVATIONS[self.layer.act](self._bn_all(x, weight, bias))
 
     def forward_units(self, x: Tensor, stripes: Sequence[int]) -> list[Tensor]:
         return self._bn_units(x, stripes)
@@ -362,7 +409,7 @@ class LayerNormOp(LayerOp):
         y = F.layer_norm(channels_last, (x.shape[1],), self.weight, self.bias, BN_EPS)
         return ACTIVATIONS[self.layer.act](y.permute(0, 3, 1, 2))  # [B, C, H, W]
 
-    def forward(self, inputs: Sequence[Tensor]) -> Tensor:
+    def forward(self, inputs: Sequence[Tensor], assembled: Sequence[Tensor] = ()) -> Tensor:
         return self._normalize(self.gather(inputs))
 
     def forward_units(self, x: Tensor, stripes: Sequence[int]) -> list[Tensor]:
@@ -375,7 +422,7 @@ class _Elementwise(LayerOp):
     def _transform(self, x: Tensor) -> Tensor:
         return x
 
-    def forward(self, inputs: Sequence[Tensor]) -> Tensor:
+    def forward(self, inputs: Sequence[Tensor], assembled: Sequence[Tensor] = ()) -> Tensor:
         return ACTIVATIONS[self.layer.act](self._transform(self.gather(inputs)))
 
     def forward_units(self, x: Tensor, stripes: Sequence[int]) -> list[Tensor]:
@@ -461,7 +508,7 @@ class HeadOp(LayerOp):
         """[B, C, H, W] -> [B, C, s, s] with s = ``output_size``."""
         return F.adaptive_avg_pool2d(x, self.layer.output_size)
 
-    def forward(self, inputs: Sequence[Tensor]) -> Tensor:
+    def forward(self, inputs: Sequence[Tensor], assembled: Sequence[Tensor] = ()) -> Tensor:
         pooled = aggregate(self.layer, [self.pool(t) for t in inputs])  # [B, C_in, s, s]
         if not self.full:
             pooled = pooled.index_select(1, self.index)

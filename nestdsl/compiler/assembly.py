@@ -1,0 +1,370 @@
+"""How unit parameters become the tensors joint execution multiplies.
+
+Parameters belong to units (a stripe of a layer), but joint execution runs whole layers: each
+block of a width-nested convolution's plan (``plans.py``) multiplies one weight in which its
+stripes' weights are placed over the input prefix, with zeros at the pruned back-edges, and a
+BatchNorm normalises with its stripes' affine parameters as one vector. A layer describes
+those tensors as ``Piece``s. Built layer by layer (``materialize``) they cost about six small
+kernels per layer and forward pass (pads and concatenations), which a launch-bound GPU step
+pays one by one ("GPU" in docs/performance.md).
+
+``WeightBank`` removes that cost: the parameters of every layer that needs assembling are views
+of one flat tensor that ends in a zero, and one ``index_select`` gathers every piece the
+current plans need (a pruned entry reads the zero). Its backward gathers the pieces' gradients
+back in one more (each parameter entry appears exactly once among the pieces) and hands every
+parameter a view of that one flat gradient. The parameters stay ordinary leaves, so optimizers,
+``autograd.grad``, state dicts and checkpoints see no difference.
+
+On the CPU (``PER_LAYER_DEVICES``) the bank stays out of the way: parameters keep their own
+storage and layers assemble their pieces. Elsewhere, when the aliasing does not hold, layers
+fall back to ``materialize`` too, with the same values: ``Module.to`` and friends give
+parameters new storage until ``NestedNet`` calls ``retie``;
+``torch.func.functional_call`` substitutes other tensors; ``torch.compile``, ``torch.export``
+and tracing work on stand-in tensors (and fuse the small kernels themselves).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class Placement(nn.Module):
+    """Where one unit's weight goes inside a weight over a prefix of the layer's input.
+
+    A unit reading a prefix of the input is padded with zeros; any other kept set is copied
+    into zeros by an index that lives on the weight's device as a buffer, so placing the
+    weight never copies from the host (no host-device synchronisation).
+    """
+
+    index: Tensor | None
+
+    def __init__(self, kept: list[int], in_channels: int):
+        super().__init__()
+        self.kept = tuple(kept)
+        self.in_channels = in_channels
+        prefix = self.kept == tuple(range(len(kept)))
+        index = None if prefix else torch.tensor(kept, dtype=torch.long)
+        self.register_buffer("index", index, persistent=False)
+
+    def place(self, weight: Tensor, width: int) -> Tensor:
+        """``weight`` ([out, kept, k, k]) spread over ``width`` input channels, zeros
+        elsewhere: [out, width, k, k]."""
+        if self.index is None:
+            pad = width - len(self.kept)
+            return F.pad(weight, (0, 0, 0, 0, 0, pad)) if pad else weight
+        shape = (weight.shape[0], width, *weight.shape[2:])
+        return weight.new_zeros(shape).index_copy(1, self.index, weight)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One unit parameter inside a piece: entry ``stripe`` of the layer's parameter list
+    ``store`` ("weight", "bias", "bn_weight", "bn_bias")."""
+
+    store: str
+    stripe: int
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A tensor joint execution uses: its parts stacked along dimension 0.
+
+    ``width`` set: the parts are convolution weights, each placed over the first ``width``
+    input channels by its stripe's ``Placement``; None: they are stacked as they are
+    (vectors, grouped-convolution weights).
+    """
+
+    parts: tuple[Part, ...]
+    width: int | None = None
+    autocast: bool = False
+    """Whether it feeds an op that autocast runs in lower precision (convolution weights and
+    biases): under autocast the bank casts all such pieces at once, so the ops need not."""
+
+
+class Assembles(Protocol):
+    """A layer whose joint execution uses pieces (``ops.ConvOp``, ``ops.BatchNormOp``)."""
+
+    def pieces(self, device: str) -> tuple[Piece, ...]:
+        """The pieces joint execution on ``device`` (a device type) uses, in a fixed order;
+        the same tuple object for as long as the plan behind it holds."""
+        ...
+
+    def resolve(self, part: Part) -> Tensor:
+        """The tensor ``part`` names (a parameter, or what replaced it)."""
+        ...
+
+    def placement(self, stripe: int) -> Placement:
+        """Where ``stripe``'s weight goes in a piece with a width."""
+        ...
+
+    def assembled_parameters(self) -> list[Tensor]:
+        """Every tensor its pieces are made of, in a fixed order."""
+        ...
+
+
+def materialize(layer: Assembles, piece: Piece) -> Tensor:
+    """``piece`` built from its parts with ordinary differentiable ops (pad or index copy per
+    part, one concatenation), and no op at all for a part that is the piece."""
+    tensors = [layer.resolve(part) for part in piece.parts]
+    width = piece.width
+    if width is not None:
+        tensors = [
+            layer.placement(part.stripe).place(tensor, width)
+            for part, tensor in zip(piece.parts, tensors, strict=True)
+        ]
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=0)
+
+
+def _channels_last(tensor: Tensor) -> bool:
+    """Whether a 4-d tensor is laid out channels-last (and not also plain contiguous)."""
+    return (
+        tensor.dim() == 4
+        and not tensor.is_contiguous()
+        and tensor.is_contiguous(memory_format=torch.channels_last)
+    )
+
+
+def _flatten(tensor: Tensor, channels_last: bool) -> Tensor:
+    """``tensor``'s entries in memory order: a view when it is laid out that way."""
+    return (tensor.permute(0, 2, 3, 1) if channels_last else tensor).reshape(-1)
+
+
+def _unflatten(chunk: Tensor, shape: torch.Size, channels_last: bool) -> Tensor:
+    """The inverse of ``_flatten``: a view of ``chunk`` shaped ``shape`` in that layout."""
+    if not channels_last:
+        return chunk if chunk.shape == shape else chunk.view(shape)
+    out, channels, kh, kw = shape
+    return chunk.view(out, kh, kw, channels).permute(0, 3, 1, 2)
+
+
+@dataclass(frozen=True, eq=False)
+class _Gather:
+    """The index work of one set of plans, on the flat tensor's device."""
+
+    gather: Tensor
+    """Flat position of every entry of every piece (the zero's position for pruned entries),
+    each piece in its memory order, the pieces in ``order``."""
+    scatter: Tensor
+    """Per parameter entry (flat order, zero excluded): its position in ``gather``."""
+    order: tuple[int, ...]
+    """The pieces (by index) in gather order: those autocast casts first."""
+    low: int
+    """How many pieces autocast casts (the first ``low`` in gather order)."""
+    shapes: tuple[torch.Size, ...]
+    channels_last: tuple[bool, ...]
+    sizes: tuple[int, ...]
+    """Entries per piece (these three in gather order)."""
+    params: tuple[tuple[torch.Size, bool], ...]
+    """Shape and channels-last layout of every parameter, in flat order."""
+    spans: tuple[tuple[str, int, int], ...]
+    """(layer id, first piece, stop) per layer."""
+
+    def split(self, whole: Tensor, low: torch.dtype | None) -> tuple[Tensor, ...]:
+        """The gathered entries as the pieces in piece order (views), those that autocast
+        casts in ``low`` (None: not under autocast) by one cast of them all."""
+        chunks: list[Tensor] = list(whole.split(self.sizes))
+        if low is not None and self.low:
+            cast = sum(self.sizes[: self.low])
+            chunks[: self.low] = whole[:cast].to(low).split(self.sizes[: self.low])
+        pieces: list[Tensor] = [whole] * len(chunks)
+        for index, chunk, shape, last in zip(
+            self.order, chunks, self.shapes, self.channels_last, strict=True
+        ):
+            pieces[index] = _unflatten(chunk, shape, last)
+        return tuple(pieces)
+
+    def split_params(self, flat: Tensor) -> tuple[Tensor, ...]:
+        """A vector in flat order (the zero excluded) as one view per parameter."""
+        chunks = flat.split([shape.numel() for shape, _ in self.params])
+        return tuple(
+            _unflatten(chunk, shape, last)
+            for chunk, (shape, last) in zip(chunks, self.params, strict=True)
+        )
+
+    def join(self, grads: Sequence[Tensor | None], like: Tensor) -> Tensor:
+        """The pieces' gradients (piece order) as one vector in ``gather``'s order, zeros
+        where None; lower-precision gradients are promoted by the concatenation."""
+        ordered = [grads[index] for index in self.order]
+        missing = [size for grad, size in zip(ordered, self.sizes, strict=True) if grad is None]
+        zeros = like.new_zeros(max(missing)) if missing else like  # one for every missing piece
+        flat = [
+            zeros[:size] if grad is None else _flatten(grad, last)
+            for grad, size, last in zip(ordered, self.sizes, self.channels_last, strict=True)
+        ]
+        return flat[0] if len(flat) == 1 else torch.cat(flat)
+
+
+class _Assemble(torch.autograd.Function):
+    """Gather every piece from the flat tensor; route the pieces' gradients to the parameters
+    (the inputs after the first two), which alias the flat tensor and are not read here."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, flat: Tensor, plan: _Gather, low: torch.dtype | None, *params: Tensor
+    ) -> tuple[Tensor, ...]:
+        ctx.plan, ctx.dtype = plan, flat.dtype
+        ctx.set_materialize_grads(False)
+        return plan.split(flat.index_select(0, plan.gather), low)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
+        plan: _Gather = ctx.plan
+        like = next(grad for grad in grads if grad is not None)
+        whole = plan.join(grads, like).to(ctx.dtype)
+        per_param = plan.split_params(whole.index_select(0, plan.scatter))
+        needed = ctx.needs_input_grad[3:]
+        grads_out = (g if need else None for g, need in zip(per_param, needed, strict=True))
+        return (None, None, None, *grads_out)
+
+
+PER_LAYER_DEVICES = frozenset({"cpu"})
+"""Device types on which layers assemble their own pieces. On a CPU the pads and
+concatenations are copies at memory speed while an indexed gather costs about five times a
+copy per entry: with the bank a CIFAR-size training step was 10 % slower there
+(docs/performance.md). Where each kernel launch costs more than the work (GPUs), one gather
+replaces a handful of launches per layer."""
+
+
+class WeightBank:
+    """The parameters of the layers that need assembling, as views of one flat tensor, and
+    the one-kernel assembly of every piece they make (see the module docstring).
+
+    ``per_layer_devices``: the device types on which ``assemble`` leaves the work to the
+    layers (default ``PER_LAYER_DEVICES``; empty to gather everywhere).
+    """
+
+    def __init__(self, layers: Mapping[str, Assembles]):
+        self.layers = dict(layers)
+        self.per_layer_devices = PER_LAYER_DEVICES
+        self.flat: Tensor | None = None
+        self._offsets: list[int] = []
+        self._plans: dict[tuple[Any, ...], _Gather] = {}
+        self.retie()
+
+    def parameters(self) -> list[Tensor]:
+        return [p for layer in self.layers.values() for p in layer.assembled_parameters()]
+
+    def tied(self, params: Sequence[Tensor]) -> bool:
+        """Whether every one of ``params`` is still the view of the flat tensor it was made."""
+        flat = self.flat
+        if flat is None or len(params) != len(self._offsets):
+            return False
+        base, size = flat.data_ptr(), flat.element_size()
+        return all(
+            p.data_ptr() == base + size * offset and p.dtype == flat.dtype
+            for p, offset in zip(params, self._offsets, strict=True)
+        )
+
+    def retie(self) -> None:
+        """Make the parameters views of one new flat tensor holding their values (each in its
+        own memory layout), unless they already are. Nothing on a device type of
+        ``per_layer_devices`` (the parameters keep storages of their own there, so exports
+        and copies see plain tensors), nor when they do not share one device and dtype."""
+        params = self.parameters()
+        if not params or self.tied(params):
+            return
+        self.flat, self._offsets = None, []
+        self._plans.clear()
+        kinds = {(p.device, p.dtype) for p in params}
+        if len(kinds) > 1 or params[0].device.type in self.per_layer_devices:
+            return
+        with torch.no_grad():
+            segments = [_flatten(p.detach(), _channels_last(p)) for p in params]
+            flat = torch.cat([*segments, params[0].new_zeros(1)])
+        offset = 0
+        for p, segment in zip(params, segments, strict=True):
+            chunk = flat[offset : offset + segment.numel()]
+            p.data = _unflatten(chunk, p.shape, _channels_last(p))
+            self._offsets.append(offset)
+            offset += segment.numel()
+        self.flat = flat
+
+    def assemble(self, device: str) -> dict[str, tuple[Tensor, ...]]:
+        """Every assembling layer's pieces for joint execution on ``device`` (a device type),
+        gathered at once; empty when the layers must build them themselves."""
+        if not self.layers or device in self.per_layer_devices or _traced():
+            return {}
+        params = self.parameters()
+        flat = self.flat
+        if flat is None or not self.tied(params):
+            return {}
+        pieces = tuple(layer.pieces(device) for layer in self.layers.values())
+        key = (device, flat.device, *map(id, pieces))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._plan(pieces, params, flat)
+        low = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        tensors = _Assemble.apply(flat, plan, low, *params)
+        return {layer: tensors[first:stop] for layer, first, stop in plan.spans}
+
+    def _plan(
+        self, pieces: tuple[tuple[Piece, ...], ...], params: list[Tensor], flat: Tensor
+    ) -> _Gather:
+        """Index ``pieces`` by flat position: the gather, and its inverse for the backward.
+
+        The key holds the ids of the pieces' tuples; the plan holds the tuples themselves, so
+        an id cannot be reused by a newer plan while this one is cached.
+        """
+        zero = flat.numel() - 1
+        positions = torch.arange(flat.numel())
+        built: list[tuple[Tensor, bool, bool]] = []  # index, channels-last, autocast: per piece
+        spans = []
+        for (layer_id, layer), own in zip(self.layers.items(), pieces, strict=True):
+            spans.append((layer_id, len(built), len(built) + len(own)))
+            built += [
+                (*_index(layer, piece, positions, flat, zero), piece.autocast) for piece in own
+            ]
+        order = sorted(range(len(built)), key=lambda i: not built[i][2])  # autocast's first
+        indices = [_flatten(built[i][0], built[i][1]) for i in order]
+        gather = torch.cat(indices)
+        kept = (gather != zero).nonzero().squeeze(1)
+        if sorted(gather[kept].tolist()) != list(range(zero)):
+            raise RuntimeError("assembled pieces must hold every parameter entry exactly once")
+        scatter = torch.empty(zero, dtype=torch.long)
+        scatter[gather[kept]] = kept
+        return _Gather(
+            gather=gather.to(flat.device),
+            scatter=scatter.to(flat.device),
+            order=tuple(order),
+            low=sum(autocast for _, _, autocast in built),
+            shapes=tuple(built[i][0].shape for i in order),
+            channels_last=tuple(built[i][1] for i in order),
+            sizes=tuple(index.numel() for index in indices),
+            params=tuple((p.shape, _channels_last(p)) for p in params),
+            spans=tuple(spans),
+        )
+
+
+def _index(
+    layer: Assembles, piece: Piece, positions: Tensor, flat: Tensor, zero: int
+) -> tuple[Tensor, bool]:
+    """The flat position of every entry of ``piece`` (``zero`` where it is pruned), and
+    whether the piece is laid out channels-last (as its parts are)."""
+    tensors = [layer.resolve(part) for part in piece.parts]
+    first = tensors[0]
+    rows = sum(t.shape[0] for t in tensors)
+    trailing = first.shape[1:] if piece.width is None else (piece.width, *first.shape[2:])
+    index = torch.full((rows, *trailing), zero, dtype=torch.long)
+    start = 0
+    for part, tensor in zip(piece.parts, tensors, strict=True):
+        offset = tensor.storage_offset() - flat.storage_offset()
+        where = positions.as_strided(tensor.shape, tensor.stride(), offset)
+        block = index[start : start + tensor.shape[0]]
+        if piece.width is None:
+            block.copy_(where)
+        else:
+            block[:, list(layer.placement(part.stripe).kept)] = where
+        start += tensor.shape[0]
+    return index, _channels_last(first)
+
+
+def _traced() -> bool:
+    """Whether the forward pass runs under torch.compile, torch.export or tracing, whose
+    stand-in tensors have no storage to alias."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
