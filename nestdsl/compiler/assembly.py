@@ -202,7 +202,7 @@ class _Gather:
 
 class _Assemble(torch.autograd.Function):
     """Gather every piece from the flat tensor; route the pieces' gradients to the parameters
-    (the inputs after the first two), which alias the flat tensor and are not read here."""
+    (the inputs after the first three), which alias the flat tensor and are not read here."""
 
     @staticmethod
     def forward(
