@@ -149,13 +149,8 @@ def with_assembly(
     layer by layer, whichever the device does not do by default."""
 
     def run() -> None:
-        default = net.bank.per_layer_devices
-        net.bank.per_layer_devices = frozenset() if gather else frozenset({device.type})
-        net.bank.retie()  # on a CPU the parameters are tied only for the bank's paths
-        try:
+        with net.bank.gathering(gather, device.type):
             step()
-        finally:
-            net.bank.per_layer_devices = default
 
     return run
 

@@ -145,12 +145,8 @@ def per_layer(net: nestdsl.NestedNet, case: Case, device: torch.device) -> Case:
 
     def wrap(fn: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
-            default = net.bank.per_layer_devices
-            net.bank.per_layer_devices = frozenset({device.type})
-            try:
+            with net.bank.gathering(False, device.type):
                 fn()
-            finally:
-                net.bank.per_layer_devices = default
 
         return run
 

@@ -57,14 +57,10 @@ def run(
     net: nestdsl.NestedNet, x: torch.Tensor, bank: bool
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Outputs and gradients of every parameter, with the bank or without it."""
-    saved = net.bank.per_layer_devices
-    net.bank.per_layer_devices = frozenset() if bank else frozenset({x.device.type})
-    try:
+    with net.bank.gathering(bank, x.device.type):
         outputs = net(x)
         loss = sum(((k + 1) * out.square()).mean() for k, out in enumerate(outputs))
         grads = torch.autograd.grad(loss, list(net.parameters()))
-    finally:
-        net.bank.per_layer_devices = saved
     return [out.detach() for out in outputs], list(grads)
 
 
@@ -105,9 +101,9 @@ def test_training_mode_and_accumulated_gradients(name: str) -> None:
     x = torch.randn(4, *net.input_shape)
     grads = {}
     for bank in (True, False):
-        net.bank.per_layer_devices = frozenset() if bank else PER_LAYER_DEVICES
         net.zero_grad(set_to_none=True)
-        sum(out.square().mean() for out in net(x)).backward()
+        with net.bank.gathering(bank, x.device.type):
+            sum(out.square().mean() for out in net(x)).backward()
         grads[bank] = [p.grad for p in net.parameters()]
     for mine, theirs, p in zip(grads[True], grads[False], net.parameters(), strict=True):
         assert mine is not None and theirs is not None

@@ -74,11 +74,11 @@ def test_the_weight_bank_gathers_on_the_gpu_what_the_layers_assemble() -> None:
     x = x.contiguous(memory_format=torch.channels_last)
     assert net.bank.assemble("cuda")
     runs = []
-    for per_layer in (frozenset(), frozenset({"cuda"})):
-        net.bank.per_layer_devices = per_layer
+    for gather in (True, False):
         net.zero_grad(set_to_none=True)
-        outputs = net(x)
-        sum(out.square().mean() for out in outputs).backward()
+        with net.bank.gathering(gather, "cuda"):
+            outputs = net(x)
+            sum(out.square().mean() for out in outputs).backward()
         runs.append((outputs, [p.grad for p in net.parameters()]))
     (outputs, grads), (ref_outputs, ref_grads) = runs
     assert all(map(close, outputs, ref_outputs))

@@ -25,7 +25,8 @@ and tracing work on stand-in tensors (and fuse the small kernels themselves).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -44,10 +45,9 @@ class Placement(nn.Module):
 
     index: Tensor | None
 
-    def __init__(self, kept: list[int], in_channels: int):
+    def __init__(self, kept: list[int]):
         super().__init__()
         self.kept = tuple(kept)
-        self.in_channels = in_channels
         prefix = self.kept == tuple(range(len(kept)))
         index = None if prefix else torch.tensor(kept, dtype=torch.long)
         self.register_buffer("index", index, persistent=False)
@@ -274,16 +274,30 @@ class WeightBank:
         kinds = {(p.device, p.dtype) for p in params}
         if len(kinds) > 1 or params[0].device.type in self.per_layer_devices:
             return
+        lasts = [_channels_last(p) for p in params]
         with torch.no_grad():
-            segments = [_flatten(p.detach(), _channels_last(p)) for p in params]
+            segments = [_flatten(p.detach(), last) for p, last in zip(params, lasts, strict=True)]
             flat = torch.cat([*segments, params[0].new_zeros(1)])
         offset = 0
-        for p, segment in zip(params, segments, strict=True):
+        for p, segment, last in zip(params, segments, lasts, strict=True):
             chunk = flat[offset : offset + segment.numel()]
-            p.data = _unflatten(chunk, p.shape, _channels_last(p))
+            p.data = _unflatten(chunk, p.shape, last)
             self._offsets.append(offset)
             offset += segment.numel()
         self.flat = flat
+
+    @contextlib.contextmanager
+    def gathering(self, gather: bool, device: str) -> Iterator[None]:
+        """Within the block, gather on ``device`` (a device type) or leave the work to the
+        layers there, whatever the default (to compare the two, or test the bank on a CPU);
+        tying the parameters where gathering needs it."""
+        default = self.per_layer_devices
+        self.per_layer_devices = default - {device} if gather else default | {device}
+        self.retie()
+        try:
+            yield
+        finally:
+            self.per_layer_devices = default
 
     def assemble(self, device: str) -> dict[str, tuple[Tensor, ...]]:
         """Every assembling layer's pieces for joint execution on ``device`` (a device type),

@@ -229,7 +229,7 @@ class ConvOp(_Normalised):
         )
         if layer.bn:
             self._create_norm()
-        self.placements = nn.ModuleList(Placement(kept_j, in_channels) for kept_j in kept)
+        self.placements = nn.ModuleList(Placement(kept_j) for kept_j in kept)
         fan_out = layer.channels // groups * k * k
         for weight in self.weight:
             nn.init.normal_(weight, std=(2.0 / fan_out) ** 0.5)  # He init, fan-out mode

@@ -93,18 +93,16 @@ def test_a_run_resumes_with_torch_compile_switched_on(
 
 
 @pytest.mark.parametrize(
-    ("strategy", "graph", "device", "shown"),
+    ("strategy", "device", "shown"),
     [
-        ("sgd", "auto", "cpu", "for training steps and evaluation"),
-        ("osgd", "auto", "cuda", "for training steps and evaluation"),
-        ("osgd", "auto", "cpu", "evaluation only (the anytime graph runs eagerly"),
-        ("greedy", "auto", "cpu", "evaluation only (greedy trains stage by stage"),
+        ("sgd", "cpu", "for training steps and evaluation"),
+        ("osgd", "cuda", "for training steps and evaluation"),
+        ("osgd", "cpu", "evaluation only (the anytime graph runs eagerly"),
+        ("greedy", "cpu", "evaluation only (greedy trains stage by stage"),
     ],
 )
-def test_the_banner_says_what_is_compiled(
-    strategy: str, graph: str, device: str, shown: str
-) -> None:
-    config = make_config(strategy=strategy, task_graph=graph, torch_compile=True)
+def test_the_banner_says_what_is_compiled(strategy: str, device: str, shown: str) -> None:
+    config = make_config(strategy=strategy, torch_compile=True)
     assert shown in (compiled_text(config, mode_of(config, device)) or "")
     assert compiled_text(make_config(strategy=strategy), mode_of(config, device)) is None
 
