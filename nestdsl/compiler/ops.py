@@ -17,6 +17,8 @@ from __future__ import annotations
 import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -90,9 +92,16 @@ class LayerOp(nn.Module, ABC):
         return ()
 
     def resolve(self, part: Part) -> Tensor:
-        store = getattr(self, part.store)
-        assert isinstance(store, nn.ParameterList)
-        return store[part.stripe]
+        return self.unit(part.store, part.stripe)
+
+    def unit(self, store: str, stripe: int) -> Tensor:
+        """Entry ``stripe`` of the parameter list ``store`` (or the tensor that replaced it,
+        as ``torch.func.functional_call`` does), read from the list's own table: indexing a
+        ``ParameterList`` costs about 6 µs a call, which a tiny network's passes make
+        dozens of times."""
+        tensor = cast(nn.Module, self._modules[store])._parameters[str(stripe)]
+        assert tensor is not None
+        return tensor
 
     def placement(self, stripe: int) -> Placement:
         raise TypeError(f"layer {self.layer.id} places no weights")
@@ -146,6 +155,7 @@ class _Normalised(LayerOp):
         self.bn_bias = nn.ParameterList(nn.Parameter(torch.zeros(c)) for c in stripes)
         self.register_buffer("running_mean", torch.zeros(self.layer.channels))
         self.register_buffer("running_var", torch.ones(self.layer.channels))
+        self._run_cache: dict[tuple[int, ...], tuple[_Run, ...]] = {}
 
     def _norm_pieces(self) -> tuple[Piece, Piece]:
         """The BatchNorm weight and bias of all stripes, as two vectors."""
@@ -174,41 +184,65 @@ class _Normalised(LayerOp):
         (one kernel instead of one per stripe: anytime execution is dominated by such small
         calls) and split afterwards.
         """
-        layer, offsets = self.layer, self.layer.offsets()
-        act = ACTIVATIONS[layer.act]
+        act = ACTIVATIONS[self.layer.act]
+        mean, var = self._buffers["running_mean"], self._buffers["running_var"]
+        assert mean is not None and var is not None
         outputs: list[Tensor] = []
-        start = 0
-        for run in _adjacent_runs(stripes):
-            widths = [layer.stripes[j] for j in run]
-            width = sum(widths)
-            rows = slice(offsets[run[0]], offsets[run[0]] + width)
-            chunk = y if width == y.shape[1] else y[:, start : start + width]
+        for run in self._runs(tuple(stripes)):
+            whole = run.stop - run.start == y.shape[1]
             out = act(
                 F.batch_norm(
-                    chunk,
-                    self.running_mean[rows],
-                    self.running_var[rows],
-                    _cat_weights([self.bn_weight[j] for j in run]),
-                    _cat_weights([self.bn_bias[j] for j in run]),
+                    y if whole else y[:, run.start : run.stop],
+                    mean if run.all_rows else mean[run.rows],
+                    var if run.all_rows else var[run.rows],
+                    _cat_weights([self.unit("bn_weight", j) for j in run.stripes]),
+                    _cat_weights([self.unit("bn_bias", j) for j in run.stripes]),
                     self.training,
                     BN_MOMENTUM,
                     BN_EPS,
                 )
             )
-            outputs += torch.split(out, widths, 1) if len(run) > 1 else [out]
-            start += width
+            outputs += torch.split(out, run.widths, 1) if len(run.stripes) > 1 else [out]
         return outputs
 
+    def _runs(self, stripes: tuple[int, ...]) -> tuple[_Run, ...]:
+        """``stripes`` cut into runs of adjacent stripes, worked out once per stripe set."""
+        runs = self._run_cache.get(stripes)
+        if runs is None:
+            runs = self._run_cache[stripes] = _cut_runs(self.layer, stripes)
+        return runs
 
-def _adjacent_runs(stripes: Sequence[int]) -> list[list[int]]:
-    """``stripes`` cut where one is not its predecessor + 1: [0, 1, 3] -> [[0, 1], [3]]."""
-    runs: list[list[int]] = []
+
+@dataclass(frozen=True)
+class _Run:
+    """Adjacent stripes normalised together: their channels ``start:stop`` in the input of
+    ``_bn_units``, and ``rows`` of the layer's statistics."""
+
+    stripes: tuple[int, ...]
+    widths: list[int]
+    start: int
+    stop: int
+    rows: slice
+    all_rows: bool
+
+
+def _cut_runs(layer: Layer, stripes: tuple[int, ...]) -> tuple[_Run, ...]:
+    """``stripes`` cut where one is not its predecessor + 1: [0, 1, 3] -> runs [0, 1], [3]."""
+    groups: list[list[int]] = []
     for j in stripes:
-        if runs and runs[-1][-1] + 1 == j:
-            runs[-1].append(j)
+        if groups and groups[-1][-1] + 1 == j:
+            groups[-1].append(j)
         else:
-            runs.append([j])
-    return runs
+            groups.append([j])
+    offsets, runs, start = layer.offsets(), [], 0
+    for group in groups:
+        widths = [layer.stripes[j] for j in group]
+        width = sum(widths)
+        first = offsets[group[0]]
+        rows = slice(first, first + width)
+        runs.append(_Run(tuple(group), widths, start, start + width, rows, width == layer.channels))
+        start += width
+    return tuple(runs)
 
 
 class ConvOp(_Normalised):
@@ -267,9 +301,7 @@ class ConvOp(_Normalised):
         )
 
     def placement(self, stripe: int) -> Placement:
-        placement = self.placements[stripe]
-        assert isinstance(placement, Placement)
-        return placement
+        return cast(Placement, self.placements._modules[str(stripe)])
 
     def plan(self, device: str) -> tuple[Block, ...]:
         """The blocks joint execution runs on ``device`` (a device type), planned once."""
@@ -334,7 +366,7 @@ class ConvOp(_Normalised):
     def _bias(self, stripes: Sequence[int]) -> Tensor | None:
         if self.bias is None:
             return None
-        return _cat_weights([self.bias[j] for j in stripes])
+        return _cat_weights([self.unit("bias", j) for j in stripes])
 
     def forward(self, inputs: Sequence[Tensor], assembled: Sequence[Tensor] = ()) -> Tensor:
         layer = self.layer
@@ -361,7 +393,7 @@ class ConvOp(_Normalised):
 
     def forward_units(self, x: Tensor, stripes: Sequence[int]) -> list[Tensor]:
         layer = self.layer
-        weight = _cat_weights([self.weight[j] for j in stripes])
+        weight = _cat_weights([self.unit("weight", j) for j in stripes])
         y = self._conv(x, weight, self._bias(stripes), sum(layer.stripes[j] for j in stripes))
         if layer.bn:
             return self._bn_units(y, stripes)
