@@ -8,6 +8,7 @@ pass has no host-device synchronisation.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +158,39 @@ def test_units_normalised_together_or_apart_agree(training: bool) -> None:
     assert close(op.running_mean, after_together[0]) and close(op.running_var, after_together[1])
     if training:
         assert not torch.equal(after_together[0], before[0])
+
+
+def test_anytime_reads_the_statistics_the_network_holds_now() -> None:
+    """Anytime steps keep views of the BatchNorm statistics they read. After the buffers are
+    replaced (``load_state_dict(assign=True)``, a dtype change) they read the new ones, and
+    in training their updates land in the network's buffers as joint execution's do."""
+    torch.manual_seed(0)
+    net = nestdsl.compile(nestdsl.load(ROOT / "specs" / "digits_width_depth.nest")).eval()
+    x = torch.randn(4, *net.input_shape)
+    list(net.anytime(x))
+    other = nestdsl.compile(net.ir)
+    with torch.no_grad():
+        for name, buffer in other.named_buffers():
+            if name.endswith(("running_mean", "running_var")):
+                buffer.uniform_(0.5, 2.0)
+    net.load_state_dict(other.state_dict(), assign=True)
+    assert all(close(a, b) for a, b in zip(net.anytime(x), net(x), strict=True))
+    net.double()
+    assert all(close(a, b) for a, b in zip(net.anytime(x.double()), net(x.double()), strict=True))
+    joint = copy.deepcopy(net).train()
+    net.train()
+    joint(x.double()), list(net.anytime(x.double()))
+    for (name, a), b in zip(net.named_buffers(), joint.buffers(), strict=True):
+        assert close(a, b), name
+
+
+def test_anytime_steps_slice_the_statistics_once() -> None:
+    """Each slice is a dispatched op (host time on a GPU): once the first pass has sliced the
+    statistics, anytime steps of adjacent stripes slice nothing."""
+    net = nestdsl.compile(nestdsl.load(ROOT / "specs" / "digits_width_depth.nest")).eval()
+    x = torch.randn(2, *net.input_shape)
+    with torch.no_grad():
+        list(net.anytime(x))
+        with DispatchCounter() as counter:
+            list(net.anytime(x))
+    assert counter.by_op.get("aten.slice.Tensor", 0) == 0

@@ -302,7 +302,7 @@ class WeightBank:
     def assemble(self, device: str) -> dict[str, tuple[Tensor, ...]]:
         """Every assembling layer's pieces for joint execution on ``device`` (a device type),
         gathered at once; empty when the layers must build them themselves."""
-        if not self.layers or device in self.per_layer_devices or _traced():
+        if not self.layers or device in self.per_layer_devices or traced():
             return {}
         params = self.parameters()
         flat = self.flat
@@ -378,7 +378,7 @@ def _index(
     return index, _channels_last(first)
 
 
-def _traced() -> bool:
+def traced() -> bool:
     """Whether the forward pass runs under torch.compile, torch.export or tracing, whose
     stand-in tensors have no storage to alias."""
     return torch.compiler.is_compiling() or torch.jit.is_tracing()

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nestdsl.compiler.assembly import Part, Piece, Placement, materialize
+from nestdsl.compiler.assembly import Part, Piece, Placement, materialize, traced
 from nestdsl.compiler.plans import PLANNERS, Block, ConvShape, Execution
 from nestdsl.ir.model import Layer
 
@@ -156,6 +156,7 @@ class _Normalised(LayerOp):
         self.register_buffer("running_mean", torch.zeros(self.layer.channels))
         self.register_buffer("running_var", torch.ones(self.layer.channels))
         self._run_cache: dict[tuple[int, ...], tuple[_Run, ...]] = {}
+        self._stat_views: dict[tuple[int, int], tuple[Tensor, Tensor, Tensor, Tensor]] = {}
 
     def _norm_pieces(self) -> tuple[Piece, Piece]:
         """The BatchNorm weight and bias of all stripes, as two vectors."""
@@ -185,16 +186,13 @@ class _Normalised(LayerOp):
         calls) and split afterwards.
         """
         act = ACTIVATIONS[self.layer.act]
-        mean, var = self._buffers["running_mean"], self._buffers["running_var"]
-        assert mean is not None and var is not None
         outputs: list[Tensor] = []
         for run in self._runs(tuple(stripes)):
             whole = run.stop - run.start == y.shape[1]
             out = act(
                 F.batch_norm(
                     y if whole else y[:, run.start : run.stop],
-                    mean if run.all_rows else mean[run.rows],
-                    var if run.all_rows else var[run.rows],
+                    *self._statistics(run),
                     _cat_weights([self.unit("bn_weight", j) for j in run.stripes]),
                     _cat_weights([self.unit("bn_bias", j) for j in run.stripes]),
                     self.training,
@@ -212,18 +210,33 @@ class _Normalised(LayerOp):
             runs = self._run_cache[stripes] = _cut_runs(self.layer, stripes)
         return runs
 
+    def _statistics(self, run: _Run) -> tuple[Tensor, Tensor]:
+        """The running mean and variance of ``run``'s channels: views sliced once per buffer
+        (each slice is a dispatched op, two per anytime step) and sliced afresh when the
+        buffers were replaced (``Module.to``, ``load_state_dict(assign=True)``)."""
+        mean, var = self._buffers["running_mean"], self._buffers["running_var"]
+        assert mean is not None and var is not None
+        if run.rows is None:
+            return mean, var
+        first, stop = run.rows
+        if traced():  # stand-in tensors: nothing to keep
+            return mean[first:stop], var[first:stop]
+        views = self._stat_views.get(run.rows)
+        if views is None or views[0] is not mean or views[1] is not var:
+            views = self._stat_views[run.rows] = (mean, var, mean[first:stop], var[first:stop])
+        return views[2], views[3]
+
 
 @dataclass(frozen=True)
 class _Run:
     """Adjacent stripes normalised together: their channels ``start:stop`` in the input of
-    ``_bn_units``, and ``rows`` of the layer's statistics."""
+    ``_bn_units``, and the rows ``first, stop`` of the layer's statistics (None: all)."""
 
     stripes: tuple[int, ...]
     widths: list[int]
     start: int
     stop: int
-    rows: slice
-    all_rows: bool
+    rows: tuple[int, int] | None
 
 
 def _cut_runs(layer: Layer, stripes: tuple[int, ...]) -> tuple[_Run, ...]:
@@ -239,8 +252,8 @@ def _cut_runs(layer: Layer, stripes: tuple[int, ...]) -> tuple[_Run, ...]:
         widths = [layer.stripes[j] for j in group]
         width = sum(widths)
         first = offsets[group[0]]
-        rows = slice(first, first + width)
-        runs.append(_Run(tuple(group), widths, start, start + width, rows, width == layer.channels))
+        rows = None if width == layer.channels else (first, first + width)
+        runs.append(_Run(tuple(group), widths, start, start + width, rows))
         start += width
     return tuple(runs)
 
