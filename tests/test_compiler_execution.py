@@ -163,7 +163,8 @@ def test_units_normalised_together_or_apart_agree(training: bool) -> None:
 def test_anytime_reads_the_statistics_the_network_holds_now() -> None:
     """Anytime steps keep views of the BatchNorm statistics they read. After the buffers are
     replaced (``load_state_dict(assign=True)``, a dtype change) they read the new ones, and
-    in training their updates land in the network's buffers as joint execution's do."""
+    in training their updates land in the network's buffers as joint execution's do, also
+    in a deep copy."""
     torch.manual_seed(0)
     net = nestdsl.compile(nestdsl.load(ROOT / "specs" / "digits_width_depth.nest")).eval()
     x = torch.randn(4, *net.input_shape)
@@ -177,11 +178,12 @@ def test_anytime_reads_the_statistics_the_network_holds_now() -> None:
     assert all(close(a, b) for a, b in zip(net.anytime(x), net(x), strict=True))
     net.double()
     assert all(close(a, b) for a, b in zip(net.anytime(x.double()), net(x.double()), strict=True))
-    joint = copy.deepcopy(net).train()
-    net.train()
-    joint(x.double()), list(net.anytime(x.double()))
-    for (name, a), b in zip(net.named_buffers(), joint.buffers(), strict=True):
-        assert close(a, b), name
+    for anytime in (net, copy.deepcopy(net)):  # a copy's views are views of its buffers
+        joint = copy.deepcopy(anytime).train()
+        anytime.train()
+        joint(x.double()), list(anytime.anytime(x.double()))
+        for (name, a), b in zip(anytime.named_buffers(), joint.buffers(), strict=True):
+            assert close(a, b), name
 
 
 def test_anytime_steps_slice_the_statistics_once() -> None:
