@@ -43,16 +43,19 @@ def _load() -> tuple[np.ndarray, np.ndarray]:
 
     Read from the file scikit-learn ships (what ``sklearn.datasets.load_digits`` reads, the
     same way): importing scikit-learn itself took 1.5 s, a large part of a short training
-    run's start. Where the file is not where it has always been, scikit-learn reads it.
+    run's start. Where the file is not where it has always been, or not as it has always
+    been, scikit-learn reads it.
     """
     path = bundled_file()
-    if path is None:
+    table = None
+    if path is not None:
+        with gzip.open(path, "rt") as text:
+            table = np.loadtxt(text, delimiter=",")  # [1797, 65]: 64 pixels, then the label
+    if table is None or table.shape != (TRAIN_COUNT + VAL_COUNT + TEST_COUNT, 65):
         from sklearn.datasets import load_digits
 
         bunch = load_digits()
         return np.asarray(bunch.images), np.asarray(bunch.target)
-    with gzip.open(path, "rt") as text:
-        table = np.loadtxt(text, delimiter=",")  # [1797, 65]: 64 pixels, then the label
     return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import subprocess
 import sys
 
@@ -123,9 +124,14 @@ def test_bundled_file_reads_as_scikit_learn_reads_it():
     assert np.array_equal(images, bunch.images) and np.array_equal(labels, bunch.target)
 
 
-def test_scikit_learn_reads_the_file_where_it_moved(monkeypatch):
-    """Without the file where it has always been, scikit-learn's own loader gives the data."""
-    monkeypatch.setattr(D, "bundled_file", lambda: None)
+@pytest.mark.parametrize("found", ["missing", "another layout"])
+def test_scikit_learn_reads_the_file_where_it_changed(monkeypatch, tmp_path, found):
+    """Without the file where it has always been, or with another layout in it,
+    scikit-learn's own loader gives the data."""
+    odd = tmp_path / "digits.csv.gz"
+    with gzip.open(odd, "wt") as text:
+        text.write("1,2,3\n4,5,6\n")
+    monkeypatch.setattr(D, "bundled_file", lambda: None if found == "missing" else odd)
     D._load.cache_clear()
     try:
         images, labels = D._load()
