@@ -95,8 +95,9 @@ class Assembles(Protocol):
         the same tuple object for as long as the plan behind it holds."""
         ...
 
-    def resolve(self, part: Part) -> Tensor:
-        """The tensor ``part`` names (a parameter, or what replaced it)."""
+    def unit(self, store: str, stripe: int) -> Tensor:
+        """Entry ``stripe`` of the parameter list ``store`` (a parameter, or what replaced
+        it): the tensor a ``Part`` names."""
         ...
 
     def placement(self, stripe: int) -> Placement:
@@ -111,7 +112,7 @@ class Assembles(Protocol):
 def materialize(layer: Assembles, piece: Piece) -> Tensor:
     """``piece`` built from its parts with ordinary differentiable ops (pad or index copy per
     part, one concatenation), and no op at all for a part that is the piece."""
-    tensors = [layer.resolve(part) for part in piece.parts]
+    tensors = [layer.unit(part.store, part.stripe) for part in piece.parts]
     width = piece.width
     if width is not None:
         tensors = [
@@ -360,7 +361,7 @@ def _index(
 ) -> tuple[Tensor, bool]:
     """The flat position of every entry of ``piece`` (``zero`` where it is pruned), and
     whether the piece is laid out channels-last (as its parts are)."""
-    tensors = [layer.resolve(part) for part in piece.parts]
+    tensors = [layer.unit(part.store, part.stripe) for part in piece.parts]
     first = tensors[0]
     rows = sum(t.shape[0] for t in tensors)
     trailing = first.shape[1:] if piece.width is None else (piece.width, *first.shape[2:])

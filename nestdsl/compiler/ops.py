@@ -91,9 +91,6 @@ class LayerOp(nn.Module, ABC):
         """The assembled tensors joint execution on ``device`` (a device type) uses."""
         return ()
 
-    def resolve(self, part: Part) -> Tensor:
-        return self.unit(part.store, part.stripe)
-
     def unit(self, store: str, stripe: int) -> Tensor:
         """Entry ``stripe`` of the parameter list ``store`` (or the tensor that replaced it,
         as ``torch.func.functional_call`` does), read from the list's own table: indexing a
