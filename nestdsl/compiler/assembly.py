@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -161,8 +161,10 @@ class _Gather:
     channels_last: tuple[bool, ...]
     sizes: tuple[int, ...]
     """Entries per piece (these three in gather order)."""
-    params: tuple[tuple[torch.Size, bool], ...]
-    """Shape and channels-last layout of every parameter, in flat order."""
+    param_shapes: tuple[torch.Size, ...]
+    param_channels_last: tuple[bool, ...]
+    param_sizes: tuple[int, ...]
+    """Shape, channels-last layout and size of every parameter, in flat order."""
     spans: tuple[tuple[str, int, int], ...]
     """(layer id, first piece, stop) per layer."""
 
@@ -174,19 +176,17 @@ class _Gather:
             cast = sum(self.sizes[: self.low])
             chunks[: self.low] = whole[:cast].to(low).split(self.sizes[: self.low])
         pieces: list[Tensor] = [whole] * len(chunks)
-        for index, chunk, shape, last in zip(
-            self.order, chunks, self.shapes, self.channels_last, strict=True
+        for index, piece in zip(
+            self.order, map(_unflatten, chunks, self.shapes, self.channels_last), strict=True
         ):
-            pieces[index] = _unflatten(chunk, shape, last)
+            pieces[index] = piece
         return tuple(pieces)
 
     def split_params(self, flat: Tensor) -> tuple[Tensor, ...]:
-        """A vector in flat order (the zero excluded) as one view per parameter."""
-        chunks = flat.split([shape.numel() for shape, _ in self.params])
-        return tuple(
-            _unflatten(chunk, shape, last)
-            for chunk, (shape, last) in zip(chunks, self.params, strict=True)
-        )
+        """A vector in flat order (the zero excluded) as one view per parameter (``map``, not
+        a loop: a network has hundreds of parameters, and this runs in every backward)."""
+        chunks = flat.split(self.param_sizes)
+        return tuple(map(_unflatten, chunks, self.param_shapes, self.param_channels_last))
 
     def join(self, grads: Sequence[Tensor | None], like: Tensor) -> Tensor:
         """The pieces' gradients (piece order) as one vector in ``gather``'s order, zeros
@@ -244,23 +244,20 @@ class WeightBank:
         self.layers = dict(layers)
         self.per_layer_devices = PER_LAYER_DEVICES
         self.flat: Tensor | None = None
-        self._offsets: list[int] = []
+        self._addresses: tuple[int, ...] = ()
         self._plans: dict[tuple[Any, ...], _Gather] = {}
+        self._slots = _slots(list(self.layers.values()))
         self.retie()
 
     def parameters(self) -> list[Tensor]:
-        return [p for layer in self.layers.values() for p in layer.assembled_parameters()]
+        """The layers' ``assembled_parameters``, in that order, read from the tables they are
+        registered in: one dictionary lookup each, as every forward pass asks for them."""
+        return [table[name] for table, name in self._slots]  # type: ignore[misc]
 
     def tied(self, params: Sequence[Tensor]) -> bool:
-        """Whether every one of ``params`` is still the view of the flat tensor it was made."""
-        flat = self.flat
-        if flat is None or len(params) != len(self._offsets):
-            return False
-        base, size = flat.data_ptr(), flat.element_size()
-        return all(
-            p.data_ptr() == base + size * offset and p.dtype == flat.dtype
-            for p, offset in zip(params, self._offsets, strict=True)
-        )
+        """Whether every one of ``params`` is still the view of the flat tensor it was made:
+        each begins where it began when tied (a new storage, dtype or substitute does not)."""
+        return self.flat is not None and tuple(map(Tensor.data_ptr, params)) == self._addresses
 
     def retie(self) -> None:
         """Make the parameters views of one new flat tensor holding their values (each in its
@@ -270,7 +267,7 @@ class WeightBank:
         params = self.parameters()
         if not params or self.tied(params):
             return
-        self.flat, self._offsets = None, []
+        self.flat, self._addresses = None, ()
         self._plans.clear()
         kinds = {(p.device, p.dtype) for p in params}
         if len(kinds) > 1 or params[0].device.type in self.per_layer_devices:
@@ -283,9 +280,8 @@ class WeightBank:
         for p, segment, last in zip(params, segments, lasts, strict=True):
             chunk = flat[offset : offset + segment.numel()]
             p.data = _unflatten(chunk, p.shape, last)
-            self._offsets.append(offset)
             offset += segment.numel()
-        self.flat = flat
+        self.flat, self._addresses = flat, tuple(p.data_ptr() for p in params)
 
     @contextlib.contextmanager
     def gathering(self, gather: bool, device: str) -> Iterator[None]:
@@ -351,9 +347,26 @@ class WeightBank:
             shapes=tuple(built[i][0].shape for i in order),
             channels_last=tuple(built[i][1] for i in order),
             sizes=tuple(index.numel() for index in indices),
-            params=tuple((p.shape, _channels_last(p)) for p in params),
+            param_shapes=tuple(p.shape for p in params),
+            param_channels_last=tuple(map(_channels_last, params)),
+            param_sizes=tuple(p.numel() for p in params),
             spans=tuple(spans),
         )
+
+
+def _slots(layers: Sequence[Assembles]) -> list[tuple[dict[str, Any], str]]:
+    """Where each of the layers' ``assembled_parameters`` is registered: the parameter table of
+    the module that holds it, and its name there. Reading a parameter back from its table sees
+    what ``load_state_dict(assign=True)`` or ``torch.func.functional_call`` put in its place."""
+    slots = []
+    for layer in layers:
+        tables = {
+            id(tensor): (module._parameters, name)
+            for module in cast(nn.Module, layer).modules()
+            for name, tensor in module._parameters.items()
+        }
+        slots += [tables[id(p)] for p in layer.assembled_parameters()]
+    return slots
 
 
 def _index(

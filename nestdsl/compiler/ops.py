@@ -291,12 +291,14 @@ class ConvOp(_Normalised):
         re-plans nothing."""
 
     def unit_parameters(self, stripe: int) -> list[nn.Parameter]:
-        own = [self.weight[stripe]]
-        if self.bias is not None:
-            own.append(self.bias[stripe])
-        if self.layer.bn:
-            own += [self.bn_weight[stripe], self.bn_bias[stripe]]
-        return own
+        # Read from the lists' tables (``unit``): the weight bank asks for every assembling
+        # layer's parameters at each forward pass.
+        stores = ("weight", "bias", "bn_weight", "bn_bias")
+        return [
+            cast(nn.Parameter, self.unit(store, stripe))
+            for store in stores
+            if self._modules.get(store) is not None
+        ]
 
     def set_execution(self, execution: Execution) -> None:
         """Choose how joint execution runs this layer (see ``plans.Execution``)."""
@@ -418,7 +420,7 @@ class BatchNormOp(_Normalised):
         self._create_norm()
 
     def unit_parameters(self, stripe: int) -> list[nn.Parameter]:
-        return [self.bn_weight[stripe], self.bn_bias[stripe]]
+        return [cast(nn.Parameter, self.unit(store, stripe)) for store in ("bn_weight", "bn_bias")]
 
     def assembles(self) -> bool:
         return len(self.layer.stripes) > 1
