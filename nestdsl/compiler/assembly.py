@@ -252,7 +252,7 @@ class WeightBank:
     def parameters(self) -> list[Tensor]:
         """The layers' ``assembled_parameters``, in that order, read from the tables they are
         registered in: one dictionary lookup each, as every forward pass asks for them."""
-        return [table[name] for table, name in self._slots]  # type: ignore[misc]
+        return [table[name] for table, name in self._slots]
 
     def tied(self, params: Sequence[Tensor]) -> bool:
         """Whether every one of ``params`` is still the view of the flat tensor it was made:
