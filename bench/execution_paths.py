@@ -12,6 +12,9 @@ that noise on a shared machine hits them alike):
 - inference: joint ``dense`` / ``blockwise`` / ``auto`` (and ``auto`` with the other
   assembly), anytime execution of all stages, the first anytime output alone, and
   ``subnetwork(1)`` alone;
+- on a CUDA device, the inference paths replayed from CUDA graphs: the joint pass
+  (``auto``) and ``subnetwork(1)`` each captured as one graph, anytime execution as one graph
+  per stage (``nestdsl.evaluate.graphs.GraphedAnytime``);
 - with ``--torch-compile``, the same inference paths compiled by ``torch.compile``
   (inductor): the joint pass (``auto``), anytime execution with one compiled graph per stage
   (``torch.compile(net.advance)``, so each stage's output is still returned before the next
@@ -48,6 +51,7 @@ from torch import nn
 import nestdsl
 from nestdsl.compiler.assembly import PER_LAYER_DEVICES
 from nestdsl.cost import stage_costs, unit_flops
+from nestdsl.evaluate.graphs import GraphedAnytime
 from nestdsl.ir.model import NestIR
 from nestdsl.profiling import DispatchCounter
 
@@ -203,9 +207,61 @@ def paths(
         Path_("first", "anytime, first output", anytime_stages(evaluated, x, 1)),
         Path_("first", "subnetwork(1) alone", infer_step(sub, x)),
     ]
+    if device.type == "cuda":
+        result += graphed_paths(evaluated, x)
     if compiled:
         result += compiled_paths(evaluated, x)
     return net, result
+
+
+def graphed_call(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """``module(x)`` captured as one CUDA graph (after warm-up passes on a side stream); the
+    step copies ``x`` into the captured input and replays, as a server would per batch."""
+    static = x.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.no_grad(), torch.cuda.stream(side):
+        for _ in range(2):
+            module(static)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        module(static)
+
+    def step() -> None:
+        static.copy_(x)
+        graph.replay()
+
+    step.module = module  # type: ignore[attr-defined]  # the graph reads its weights' memory
+    return step
+
+
+def graphed_paths(net: nestdsl.NestedNet, x: torch.Tensor) -> list[Path_]:
+    """The inference paths replayed from CUDA graphs, each captured on its own copy of
+    ``net`` (so that other paths switching execution modes never meet a captured one)."""
+    copies = []
+    for _ in range(2):
+        copy = nestdsl.compile(net.ir).eval().to(x.device)
+        copy.load_state_dict(net.state_dict())
+        copies.append(copy)
+    joint, stepped = copies
+    graphed = GraphedAnytime(stepped, x)
+    sub = net.subnetwork(1).eval().to(x.device)
+    return [
+        Path_("graphed", "joint auto", graphed_call(joint, x)),
+        Path_("graphed", "anytime, all stages", graphed_stages(graphed, x, net.num_stages)),
+        Path_("graphed first", "anytime, first output", graphed_stages(graphed, x, 1)),
+        Path_("graphed first", "subnetwork(1) alone", graphed_call(sub, x)),
+    ]
+
+
+def graphed_stages(graphed: GraphedAnytime, x: torch.Tensor, stages: int) -> Callable[[], None]:
+    def step() -> None:
+        state = graphed.start(x)
+        for _ in range(stages):
+            graphed.advance(state)
+
+    return step
 
 
 @dataclass(frozen=True)
@@ -221,7 +277,7 @@ def dispatched(items: list[Path_]) -> dict[str, Dispatched]:
     """One counted run per path (after the timings, so counting never slows a timed run)."""
     counts = {}
     for item in items:
-        if item.group.startswith("compiled"):  # inductor's kernels are not aten ops
+        if item.group.startswith(("compiled", "graphed")):  # kernels, not aten ops
             continue
         with DispatchCounter() as counter:
             item.step()
@@ -271,6 +327,25 @@ def targets(ms: dict[str, float], kept_share: float, tiny: bool) -> list[tuple[s
                 "compiled: first output / subnetwork(1)",
                 ms["compiled first: anytime, first output"]
                 / ms["compiled first: subnetwork(1) alone"],
+                1.2,
+            ),
+        ]
+    if "graphed: joint auto" in ms:
+        checks += [
+            (
+                "graphed: anytime all / joint auto",
+                ms["graphed: anytime, all stages"] / ms["graphed: joint auto"],
+                1.05,
+            ),
+            (
+                "graphed anytime all / eager joint auto",
+                ms["graphed: anytime, all stages"] / ms["infer: joint auto"],
+                1.05,
+            ),
+            (
+                "graphed: first output / subnetwork(1)",
+                ms["graphed first: anytime, first output"]
+                / ms["graphed first: subnetwork(1) alone"],
                 1.2,
             ),
         ]

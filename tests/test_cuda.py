@@ -134,3 +134,79 @@ def test_a_compiled_gpu_run_learns_what_an_eager_one_learns(
     assert [s.loss for s in compiled.stages] == pytest.approx(
         [s.loss for s in eager.stages], rel=1e-3
     )
+
+
+@pytest.mark.usefixtures("exact_float32")
+@pytest.mark.parametrize("name", ["digits_width_depth", "digits_densenet_depth"])
+def test_stages_replayed_from_cuda_graphs_give_what_eager_stages_give(name: str) -> None:
+    """``GraphedAnytime``: every stage's logits equal eager anytime execution's, for inputs
+    after the captured one, after a run stopped early, and after weights loaded in place;
+    a stale state, another shape and moved parameters are refused."""
+    from nestdsl.evaluate.graphs import GraphedAnytime
+
+    torch.manual_seed(0)
+    net = nestdsl.compile(nestdsl.load(ROOT / "specs" / f"{name}.nest")).cuda().eval()
+    inputs = [torch.randn(4, *net.input_shape, device="cuda") for _ in range(3)]
+    graphed = GraphedAnytime(net, inputs[0])
+    with torch.no_grad():
+        for x in [*inputs, inputs[0]]:
+            expected = list(net.anytime(x))
+            assert all(map(close, graphed.anytime(x), expected))
+        stopped = graphed.start(inputs[1])
+        assert close(graphed.advance(stopped), net.advance(net.start(inputs[1])))
+        fresh = graphed.start(inputs[2])
+        with pytest.raises(ValueError, match="newer start"):
+            graphed.advance(stopped)
+        assert close(graphed.advance(fresh), next(net.anytime(inputs[2])))
+        other = nestdsl.compile(net.ir)
+        net.load_state_dict(other.state_dict())  # in place: the graphs see the new weights
+        assert all(map(close, graphed.anytime(inputs[1]), net.anytime(inputs[1])))
+    with pytest.raises(ValueError, match="captured for inputs"):
+        graphed.start(torch.randn(2, *net.input_shape, device="cuda"))
+    net.double()
+    with pytest.raises(RuntimeError, match="capture again"):
+        graphed.start(inputs[0])
+
+
+def test_serving_with_cuda_graphs_answers_as_eager_serving(tmp_path: Path) -> None:
+    """``nestdsl run --cuda-graphs``, and ``serve`` with and without graphs under a MAC
+    budget (no clock involved): the same stages and predictions."""
+    import numpy as np
+
+    from nestdsl.cli.app import app
+    from nestdsl.evaluate.runtime import Budget, serve
+
+    torch.manual_seed(0)
+    net = nestdsl.compile(nestdsl.load(ROOT / "specs" / "digits_width.nest")).cuda()
+    x = torch.randn(5, *net.input_shape, device="cuda")
+    budget = Budget(macs=10**12)
+    eager, graphed = serve(net, x, budget), serve(net, x, budget, cuda_graphs=True)
+    assert [r.stage for r in graphed] == [r.stage for r in eager] == [net.num_stages] * 5
+    for a, b in zip(eager, graphed, strict=True):
+        assert a.logits is not None and b.logits is not None
+        assert torch.allclose(a.logits, b.logits, atol=1e-3, rtol=1e-3)
+    out = tmp_path / "run"
+    spec = str(ROOT / "specs" / "digits_width.nest")
+    runner = CliRunner()
+    trained = runner.invoke(
+        app, ["train", spec, "--epochs", "1", "--device", "cuda", "--out", str(out), "-q"]
+    )
+    assert trained.exit_code == 0, trained.output
+    array = tmp_path / "x.npy"
+    np.save(array, np.random.default_rng(0).random((3, 8, 8), dtype=np.float32))
+    served = runner.invoke(
+        app,
+        [
+            "run",
+            str(out),
+            "--input",
+            str(array),
+            "--deadline-ms",
+            "60000",
+            "--device",
+            "cuda",
+            "--cuda-graphs",
+        ],
+    )
+    assert served.exit_code == 0, served.output
+    assert len(served.output.splitlines()) == 3

@@ -18,13 +18,25 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 if TYPE_CHECKING:
     from nestdsl.compiler.network import NestedNet
+
+
+class Modal(Protocol):
+    """Something with a training and an eval mode (a module, or captured stages)."""
+
+    @property
+    def training(self) -> bool: ...
+
+    def eval(self) -> Any: ...
+
+    def train(self, mode: bool = True) -> Any: ...
+
 
 Clock = Callable[[], float]
 """Seconds from an arbitrary origin (``time.perf_counter``; a fake one in tests)."""
@@ -71,7 +83,7 @@ class Latency:
 
 
 @contextlib.contextmanager
-def inference(net: nn.Module) -> Iterator[None]:
+def inference(net: Modal) -> Iterator[None]:
     """Eval mode and no autograd for the block, restoring the caller's mode afterwards."""
     was_training = net.training
     net.eval()

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from torch import Tensor
 
@@ -21,6 +21,29 @@ from nestdsl.evaluate.latency import Clock, inference, synchronize
 
 if TYPE_CHECKING:
     from nestdsl.compiler.network import NestedNet
+    from nestdsl.ir import NestIR
+
+
+class Stages(Protocol):
+    """What the runtime runs: a ``NestedNet``, or its stages captured as CUDA graphs
+    (``evaluate.graphs.GraphedAnytime``)."""
+
+    ir: NestIR
+    num_stages: int
+    stage_labels: tuple[str, ...]
+
+    @property
+    def training(self) -> bool: ...
+
+    def eval(self) -> Any: ...
+
+    def train(self, mode: bool = True) -> Any: ...
+
+    def start(self, x: Tensor) -> Any: ...
+
+    def advance(self, state: Any) -> Tensor: ...
+
+    def anytime(self, x: Tensor) -> Iterator[Tensor]: ...
 
 
 @dataclass(frozen=True)
@@ -58,7 +81,7 @@ class AnytimeResult:
         return None if self.logits is None else self.logits.argmax(dim=-1)
 
 
-def affordable_stages(net: NestedNet, macs: int | None) -> int:
+def affordable_stages(net: Stages, macs: int | None) -> int:
     """How many stages fit in ``macs`` per example (anytime execution: new units + heads)."""
     from nestdsl.cost import stage_costs
 
@@ -73,7 +96,7 @@ def affordable_stages(net: NestedNet, macs: int | None) -> int:
 
 
 def run_within(
-    net: NestedNet, x: Tensor, budget: Budget, *, clock: Clock = time.perf_counter
+    net: Stages, x: Tensor, budget: Budget, *, clock: Clock = time.perf_counter
 ) -> AnytimeResult:
     """One anytime run of the batch ``x`` ([B, C, H, W]) under ``budget``, in eval mode."""
     limit = math.inf if budget.seconds is None else budget.seconds
@@ -91,24 +114,33 @@ def run_within(
 
 
 def run_each(
-    net: NestedNet, x: Tensor, budget: Budget, *, clock: Clock = time.perf_counter
+    net: Stages, x: Tensor, budget: Budget, *, clock: Clock = time.perf_counter
 ) -> list[AnytimeResult]:
     """Per-example results: each row of ``x`` runs alone (batch 1) with its own budget, as a
     server answering one request at a time would."""
     return [run_within(net, row.unsqueeze(0), budget, clock=clock) for row in x]
 
 
-def _stages(net: NestedNet, x: Tensor, stages: int) -> Iterator[tuple[int, Tensor]]:
+def _stages(net: Stages, x: Tensor, stages: int) -> Iterator[tuple[int, Tensor]]:
     state = net.start(x)
     for k in range(1, stages + 1):
         yield k, net.advance(state)
 
 
-def serve(net: NestedNet, x: Tensor, budget: Budget) -> list[AnytimeResult]:
+def serve(
+    net: NestedNet, x: Tensor, budget: Budget, *, cuda_graphs: bool = False
+) -> list[AnytimeResult]:
     """Answer each row of ``x`` alone under ``budget``, as ``nestdsl run`` does, after one
     untimed pass over every stage so that one-off start-up costs (allocations, kernel
-    selection) do not make the first input miss its deadline."""
-    with inference(net):
-        for _ in net.anytime(x[:1]):
+    selection) do not make the first input miss its deadline. ``cuda_graphs``: replay each
+    stage from a CUDA graph captured for one input (``evaluate.graphs``), so that a stage
+    costs one launch instead of one per kernel."""
+    stages: Stages = net
+    if cuda_graphs:
+        from nestdsl.evaluate.graphs import GraphedAnytime
+
+        stages = GraphedAnytime(net, x[:1])
+    with inference(stages):
+        for _ in stages.anytime(x[:1]):
             pass
-    return run_each(net, x, budget)
+    return run_each(stages, x, budget)

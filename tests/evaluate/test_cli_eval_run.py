@@ -60,6 +60,9 @@ def test_run_prints_one_line_per_input(tiny_run, tmp_path) -> None:
     missed = invoke("run", tiny_run, "--input", array, "--deadline-ms", "0")
     assert missed.output.splitlines()[0] == "x.npy[0]: no stage finished within 0 ms"
     assert invoke("run", tiny_run, "--input", array).exit_code == 2
+    graphs = invoke("run", tiny_run, "--input", array, "--deadline-ms", "9", "--cuda-graphs")
+    assert graphs.exit_code == 2
+    assert "CUDA graphs need a CUDA device" in graphs.output
 
 
 def test_real_subprocess(tiny_run, tmp_path) -> None:

@@ -1,0 +1,143 @@
+"""Anytime inference replayed from CUDA graphs: one graph per stage, captured once.
+
+On a GPU an anytime stage is many small kernels, and launching them costs the host more than
+the device spends running them: at batch 1 nearly all of a stage's time is launches. A CUDA
+graph records a stage's kernels once and replays them with one launch. ``GraphedAnytime``
+captures stage 1, 2, ... n in order, each continuing from the tensors the stages before it
+left, so stage k replays only its own kernels, as ``NestedNet.advance`` runs them.
+
+What a capture fixes, and so what it cannot follow:
+
+- the input's shape, dtype and device (one batch size; ``AnytimeState.keep`` does not apply);
+- the memory of every parameter and buffer: weights loaded in place afterwards
+  (``load_state_dict`` without ``assign``) are seen, but tensors given new memory
+  (``.to()``, ``assign=True``) are not, and ``start`` then refuses to replay;
+- the stage order: stages replay 1, 2, ... and a new ``start`` may come after any of them
+  (it ends the previous input's run: one input at a time).
+
+Outputs are copies, so a later replay never changes logits already handed out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from nestdsl.compiler.network import NestedNet
+    from nestdsl.ir import NestIR
+
+
+@dataclass
+class GraphedState:
+    """How many stages of one input have been replayed; ``input`` counts the ``start`` calls,
+    so that a state whose input was overwritten by a newer ``start`` is refused."""
+
+    input: int
+    stage: int = 0
+
+
+class GraphedAnytime:
+    """``net``'s anytime inference for inputs shaped like ``example`` ([B, C, H, W], on a
+    CUDA device), captured as one CUDA graph per stage (see the module docstring).
+
+    It answers what the anytime runtime asks of a network (``start``, ``advance``,
+    ``anytime``, ``num_stages``, ``stage_labels``, ``ir``), in eval mode only. ``warmup``
+    eager passes on a side stream precede the capture, so one-off work (kernel selection,
+    cached views) is not recorded.
+    """
+
+    def __init__(self, net: NestedNet, example: Tensor, *, warmup: int = 2):
+        if example.device.type != "cuda":
+            raise ValueError(
+                f"CUDA graphs need the network and input on a CUDA device, got {example.device}"
+            )
+        self.net = net
+        self.ir: NestIR = net.ir
+        self.num_stages = net.num_stages
+        self.stage_labels = net.stage_labels
+        self._input = example.detach().clone()
+        self._tensors = [*net.parameters(), *net.buffers()]
+        self._addresses = self._where()
+        self._starts = 0
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                self._warm_up(warmup)
+                self._graphs, self._outputs = self._capture()
+        finally:
+            net.train(was_training)  # the graphs replay eval mode whatever the net does next
+
+    @property
+    def training(self) -> bool:
+        return False
+
+    def eval(self) -> GraphedAnytime:
+        return self
+
+    def train(self, mode: bool = True) -> GraphedAnytime:
+        if mode:
+            raise ValueError("a CUDA-graph capture replays inference only; train the network")
+        return self
+
+    def _where(self) -> tuple[int, ...]:
+        return tuple(t.data_ptr() for t in self._tensors)
+
+    def _warm_up(self, passes: int) -> None:
+        side = torch.cuda.Stream(self._input.device)
+        side.wait_stream(torch.cuda.current_stream(self._input.device))
+        with torch.cuda.stream(side):
+            for _ in range(passes):
+                for _ in self.net.anytime(self._input):
+                    pass
+        torch.cuda.current_stream(self._input.device).wait_stream(side)
+
+    def _capture(self) -> tuple[list[torch.cuda.CUDAGraph], list[Tensor]]:
+        """One graph per stage, in stage order, sharing one memory pool: stage k's graph
+        reads the tensors that the graphs before it wrote, which stay alive in ``_state``."""
+        pool = torch.cuda.graph_pool_handle()
+        self._state = self.net.start(self._input)
+        graphs, outputs = [], []
+        for _ in range(self.num_stages):
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                outputs.append(self.net.advance(self._state))
+            graphs.append(graph)
+        return graphs, outputs
+
+    def start(self, x: Tensor) -> GraphedState:
+        """Take ``x`` (the captured shape, dtype and device) as the input of the next stages."""
+        if x.shape != self._input.shape or x.dtype != self._input.dtype:
+            raise ValueError(
+                f"captured for inputs {tuple(self._input.shape)} {self._input.dtype}, got "
+                f"{tuple(x.shape)} {x.dtype}: capture again for this shape"
+            )
+        if self._where() != self._addresses:
+            raise RuntimeError(
+                "the network's parameters or buffers moved to new memory since the capture "
+                "(.to(), load_state_dict(assign=True)): capture again"
+            )
+        self._input.copy_(x)
+        self._starts += 1
+        return GraphedState(self._starts)
+
+    def advance(self, state: GraphedState) -> Tensor:
+        """Replay the next stage and return a copy of its logits ([B, classes])."""
+        if state.stage >= self.num_stages:
+            raise ValueError(f"all {self.num_stages} stages have already run")
+        if state.input != self._starts:
+            raise ValueError("a newer start() replaced this state's input: one input at a time")
+        self._graphs[state.stage].replay()
+        state.stage += 1
+        return self._outputs[state.stage - 1].clone()
+
+    def anytime(self, x: Tensor) -> Iterator[Tensor]:
+        """Each stage's logits in order, as ``NestedNet.anytime`` yields them."""
+        state = self.start(x)
+        for _ in range(self.num_stages):
+            yield self.advance(state)

@@ -1,0 +1,38 @@
+"""CUDA-graph capture of the anytime stages: what can be checked without a GPU (the
+replays themselves are checked in tests/test_cuda.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import nestdsl
+from nestdsl.compiler.network import NestedNet
+from nestdsl.evaluate.graphs import GraphedAnytime
+from nestdsl.evaluate.latency import inference
+from nestdsl.evaluate.runtime import Budget, serve
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "train"))
+from train_toy import TINY_SPEC
+
+
+@pytest.fixture
+def net() -> NestedNet:
+    return nestdsl.compile(nestdsl.loads(TINY_SPEC)).eval()
+
+
+def test_a_capture_needs_a_cuda_input(net: NestedNet) -> None:
+    x = torch.zeros(1, *net.input_shape)
+    with pytest.raises(ValueError, match="CUDA graphs need the network and input on a CUDA"):
+        GraphedAnytime(net, x)
+
+
+def test_serving_with_cuda_graphs_on_the_cpu_is_refused(net: NestedNet) -> None:
+    x = torch.zeros(2, *net.input_shape)
+    with pytest.raises(ValueError, match="CUDA device"):
+        serve(net, x, Budget(macs=10**12), cuda_graphs=True)
+    with inference(net):
+        assert not net.training
