@@ -124,9 +124,7 @@ def run_command(
             )
         seconds = None if deadline_ms is None else deadline_ms / 1000
         budget = Budget(seconds=seconds, macs=flops)
-        results = serve(
-            net.to(chosen), images.images.to(chosen), budget, cuda_graphs=cuda_graphs
-        )
+        results = serve(net.to(chosen), images.images.to(chosen), budget, cuda_graphs=cuda_graphs)
     for name, result in zip(images.names, results, strict=True):
         typer.echo(json.dumps(_record(name, result)) if as_json else _line(name, result, budget))
 
