@@ -86,7 +86,9 @@ class GraphedAnytime:
         return self
 
     def _where(self) -> tuple[int, ...]:
-        return tuple(t.data_ptr() for t in self._tensors)
+        """Where every parameter and buffer lives (``map``: this runs at every ``start``, over
+        some 500 tensors for a CIFAR-size ResNet)."""
+        return tuple(map(Tensor.data_ptr, self._tensors))
 
     def _warm_up(self, passes: int) -> None:
         side = torch.cuda.Stream(self._input.device)
