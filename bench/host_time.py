@@ -8,8 +8,9 @@ thread, the way joint execution runs on a GPU: the dense weight for every layer 
 CUDA cost table picks below 256 channels) and every piece gathered by the weight bank. It
 alternates, in rotating order within each repeat:
 
-- inference (no autograd) and a training step (forward and backward of every stage's loss,
-  gradients reset to None first) of nestdsl's network;
+- inference (no autograd), a training step (forward and backward of every stage's loss,
+  gradients reset to None first) and eager anytime inference of every stage, of nestdsl's
+  network;
 - the same for the hand-written model of D_n (``joint_vs_handwritten.HandWritten``);
 - ``WeightBank.assemble`` alone, the gather that the hand-written model does not need.
 
@@ -38,6 +39,7 @@ from torch import nn
 
 import nestdsl
 from nestdsl.ast import Spec
+from nestdsl.diagnostics import NestError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,7 +53,8 @@ def narrow(spec: Spec, divisor: int, size: int) -> Spec:
 
 
 def passes(model: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], None]]:
-    """Inference and a training step of ``model`` on ``x``."""
+    """Inference and a training step of ``model`` on ``x``, and for nestdsl's network
+    anytime inference of every stage (eager, stage by stage)."""
 
     def infer() -> None:
         with torch.no_grad():
@@ -63,7 +66,16 @@ def passes(model: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], None]]:
         loss = sum(out.float().logsumexp(1).mean() for out in model(x))
         loss.backward()  # type: ignore[union-attr]
 
-    return {"infer": infer, "train": train}
+    result = {"infer": infer, "train": train}
+    if isinstance(model, nestdsl.NestedNet):
+
+        def anytime() -> None:
+            with torch.no_grad():
+                for _ in model.anytime(x):
+                    pass
+
+        result["anytime"] = anytime
+    return result
 
 
 def models(spec: Spec) -> dict[str, nn.Module]:
@@ -171,9 +183,13 @@ def main() -> None:
         spec = nestdsl.load(ROOT / path)
         if args.device.startswith("cuda"):
             host_cuda(spec, args.batch, args.repeats)
-        else:
-            torch.set_num_threads(1)
+            continue
+        torch.set_num_threads(1)
+        try:
             host_cpu(narrow(spec, args.divisor, args.size), args.repeats)
+        except NestError as error:  # e.g. stripes that no longer divide the channels
+            reason = str(error).splitlines()[0]
+            print(f"{path}: cannot narrow by {args.divisor} ({reason}); try --divisor 1")
 
 
 if __name__ == "__main__":
