@@ -85,6 +85,13 @@ class NestedNet(nn.Module):
         self._steps, self._sums_done = _share_sums(
             [_plan_stage(ir, k) for k in range(1, ir.num_stages + 1)]
         )
+        # Each layer's op, and each anytime step's op and whether it is a head, looked up
+        # once: a pass makes one lookup per layer, which a launch-bound GPU pays for.
+        self._layer_ops = [(layer, self.op(layer.id)) for layer in self._order]
+        self._work = [
+            [(step, self.op(step.layer), self.op(step.layer).layer.op == "head") for step in steps]
+            for steps in self._steps
+        ]
         self.execution: Execution = "auto"
         self._unit_of: dict[int, UnitId] = {
             id(p): unit
@@ -140,9 +147,9 @@ class NestedNet(nn.Module):
     def _run(self, x: Tensor, keep: bool) -> dict[str, Tensor]:
         outputs: dict[str, Tensor] = {"input": x}
         assembled = self.bank.assemble(x.device.type)
-        for index, layer in enumerate(self._order):
+        for index, (layer, op) in enumerate(self._layer_ops):
             inputs = [outputs[s] for s in layer.inputs]
-            outputs[layer.id] = self.op(layer.id)(inputs, assembled.get(layer.id, ()))
+            outputs[layer.id] = op(inputs, assembled.get(layer.id, ()))
             if not keep:
                 for finished in self._last_use.get(index, ()):
                     del outputs[finished]
@@ -167,9 +174,7 @@ class NestedNet(nn.Module):
         """
         if state.stage >= self.num_stages:
             raise ValueError(f"all {self.num_stages} stages have already run")
-        for step in self._steps[state.stage]:
-            op = self.op(step.layer)
-            is_head = op.layer.op == "head"
+        for step, op, is_head in self._work[state.stage]:
             source = (
                 _PooledView(state.cache, state.pooled, op.layer.output_size)
                 if is_head
@@ -394,6 +399,9 @@ def _gather(step: _Step, cache: dict[UnitId, Tensor], sums: dict[SumKey, Tensor]
     """The step's input: each group combined (or taken from ``sums``), concatenated."""
     chunks = []
     for group, reuse in zip(step.groups, step.reuse, strict=True):
+        if len(group) == 1 and not reuse:  # most groups: one unit, nothing to combine
+            chunks.append(cache[group[0]])
+            continue
         key = (group, step.pool)
         if reuse and key in sums:
             chunks.append(sums[key])
