@@ -168,6 +168,22 @@ def test_state_dicts_load_into_the_bank() -> None:
         assert all(torch.equal(a, b) for a, b in zip(outputs, expected, strict=True))
 
 
+def test_the_bank_reads_the_parameters_the_layers_hold() -> None:
+    """``WeightBank.parameters`` (read from the tables the parameters are registered in) is
+    the layers' ``assembled_parameters``, also after a load by assignment replaced them."""
+    net = compiled(DIGITS / "digits_width_depth.nest")
+
+    def held() -> list[torch.Tensor]:
+        return [p for layer in net.bank.layers.values() for p in layer.assembled_parameters()]
+
+    assert all(a is b for a, b in zip(net.bank.parameters(), held(), strict=True))
+    before = net.bank.parameters()
+    net.load_state_dict(compiled(DIGITS / "digits_width_depth.nest").state_dict(), assign=True)
+    after = net.bank.parameters()
+    assert all(a is b for a, b in zip(after, held(), strict=True))
+    assert not any(a is b for a, b in zip(after, before, strict=True))
+
+
 def net_tied(net: nestdsl.NestedNet) -> bool:
     return net.bank.tied(net.bank.parameters())
 
