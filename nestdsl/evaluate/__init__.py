@@ -1,10 +1,11 @@
-"""Evaluating anytime networks: per-stage accuracy (``metrics``) and measured latency
-(``latency``).
+"""Evaluating anytime networks: per-stage accuracy (``metrics``), measured latency
+(``latency``), and anytime inference replayed from CUDA graphs (``graphs``).
 
 The metrics are re-exported here so ``from nestdsl.evaluate import evaluate`` keeps working
 for the trainer and for user code written against the single-module version.
 """
 
+from nestdsl.evaluate.graphs import GraphedAnytime
 from nestdsl.evaluate.latency import Latency, cumulative, stage_latencies
 from nestdsl.evaluate.metrics import (
     TOP_K,
@@ -17,6 +18,7 @@ from nestdsl.evaluate.metrics import (
 
 __all__ = [
     "TOP_K",
+    "GraphedAnytime",
     "Latency",
     "StageMetrics",
     "autocast",
