@@ -17,27 +17,20 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from torch import Tensor
 
-from nestdsl.evaluate.latency import Clock, inference, synchronize
+from nestdsl.evaluate.latency import Clock, Modal, inference, synchronize
 
 if TYPE_CHECKING:
     from nestdsl.compiler.network import NestedNet
     from nestdsl.ir import NestIR
 
 
-class Stages(Protocol):
+class Stages(Modal, Protocol):
     """What the runtime runs: a ``NestedNet``, or its stages captured as CUDA graphs
     (``evaluate.graphs.GraphedAnytime``)."""
 
     ir: NestIR
     num_stages: int
     stage_labels: tuple[str, ...]
-
-    @property
-    def training(self) -> bool: ...
-
-    def eval(self) -> Any: ...
-
-    def train(self, mode: bool = True) -> Any: ...
 
     def start(self, x: Tensor) -> Any: ...
 
