@@ -9,8 +9,9 @@ CUDA cost table picks below 256 channels) and every piece gathered by the weight
 alternates, in rotating order within each repeat:
 
 - inference (no autograd), a training step (forward and backward of every stage's loss,
-  gradients reset to None first) and eager anytime inference of every stage, of nestdsl's
-  network;
+  gradients reset to None first), eager anytime inference of every stage, and OSGD's
+  gradients (one backward per stage through the joint graph, combined by ``fill_grad``), of
+  nestdsl's network;
 - the same for the hand-written model of D_n (``joint_vs_handwritten.HandWritten``);
 - ``WeightBank.assemble`` alone, the gather that the hand-written model does not need.
 
@@ -40,6 +41,7 @@ from torch import nn
 import nestdsl
 from nestdsl.ast import Spec
 from nestdsl.diagnostics import NestError
+from nestdsl.optim import fill_grad
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,7 +56,7 @@ def narrow(spec: Spec, divisor: int, size: int) -> Spec:
 
 def passes(model: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], None]]:
     """Inference and a training step of ``model`` on ``x``, and for nestdsl's network
-    anytime inference of every stage (eager, stage by stage)."""
+    anytime inference of every stage (eager, stage by stage) and OSGD's gradients."""
 
     def infer() -> None:
         with torch.no_grad():
@@ -75,6 +77,13 @@ def passes(model: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], None]]:
                     pass
 
         result["anytime"] = anytime
+        stages = [model.stage_parameters(k) for k in range(1, model.num_stages + 1)]
+
+        def osgd() -> None:  # per-task gradients through the joint graph, combined
+            losses = [out.float().logsumexp(1).mean() for out in model(x)]
+            fill_grad(losses, stages, "osgd")
+
+        result["osgd"] = osgd
     return result
 
 
