@@ -44,6 +44,10 @@ step_costs() {
     --strategies sgd,osgd,osgd-norm --task-graphs anytime,joint
 }
 throughput() { step throughput 90 "$py" bench/throughput.py --workers 0,4 --repeats 3; }
+host_time() {  # wall, host and GPU-busy time of joint passes against a hand-written model
+  step host_time 90 "$py" bench/host_time.py specs/resnet42_width.nest \
+    specs/digits_width_depth.nest --device cuda --repeats 15
+}
 # torch.compile (inductor takes a minute or more to compile each network)
 compiled_tests() {  # --torch-compile training on the GPU follows eager training
   step compiled_tests 150 "$py" -m pytest -p no:cacheprovider -rs tests/test_cuda.py -k compiled
@@ -64,7 +68,7 @@ compiled_train() {  # a whole run with and without --torch-compile, wall time of
   done
 }
 
-default_steps="tests conv_plans execution_paths step_costs throughput"
+default_steps="tests conv_plans execution_paths step_costs throughput host_time"
 if [ "${TORCH_COMPILE:-0}" = 1 ]; then
   default_steps="$default_steps compiled_tests compiled_steps compiled_paths compiled_train"
 fi
