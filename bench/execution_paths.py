@@ -302,53 +302,35 @@ DEFAULT_PATHS = ("train: joint auto", "infer: joint auto", "infer: anytime, all 
 """What a user gets without forcing an execution mode (the others are for comparison)."""
 
 
-def targets(ms: dict[str, float], kept_share: float, tiny: bool) -> list[tuple[str, float, float]]:
-    """(what, ratio, target) for each of issue 13's item-1 targets that applies."""
-    checks = [
+def path_checks(
+    ms: dict[str, float], group: str, first: str, label: str, anytime_target: float
+) -> list[tuple[str, float, float]]:
+    """Anytime-all against the joint pass in ``group``, and the first output against
+    ``subnetwork(1)`` in ``first`` (eager, compiled or graphed paths)."""
+    return [
         (
-            "anytime all / joint auto",
-            ms["infer: anytime, all stages"] / ms["infer: joint auto"],
-            1.05,
+            f"{label}anytime all / joint auto",
+            ms[f"{group}: anytime, all stages"] / ms[f"{group}: joint auto"],
+            anytime_target,
         ),
         (
-            "first output / subnetwork(1)",
-            ms["first: anytime, first output"] / ms["first: subnetwork(1) alone"],
+            f"{label}first output / subnetwork(1)",
+            ms[f"{first}: anytime, first output"] / ms[f"{first}: subnetwork(1) alone"],
             1.2,
         ),
     ]
+
+
+def targets(ms: dict[str, float], kept_share: float, tiny: bool) -> list[tuple[str, float, float]]:
+    """(what, ratio, target) for each of issue 13's item-1 targets that applies."""
+    checks = path_checks(ms, "infer", "first", "", 1.05)
     if "compiled: joint auto" in ms:
-        checks += [
-            (
-                "compiled: anytime all / joint auto",
-                ms["compiled: anytime, all stages"] / ms["compiled: joint auto"],
-                1.2 if tiny else 1.05,
-            ),
-            (
-                "compiled: first output / subnetwork(1)",
-                ms["compiled first: anytime, first output"]
-                / ms["compiled first: subnetwork(1) alone"],
-                1.2,
-            ),
-        ]
+        checks += path_checks(ms, "compiled", "compiled first", "compiled: ", 1.2 if tiny else 1.05)
     if "graphed: joint auto" in ms:
-        checks += [
-            (
-                "graphed: anytime all / joint auto",
-                ms["graphed: anytime, all stages"] / ms["graphed: joint auto"],
-                1.05,
-            ),
-            (
-                "graphed anytime all / eager joint auto",
-                ms["graphed: anytime, all stages"] / ms["infer: joint auto"],
-                1.05,
-            ),
-            (
-                "graphed: first output / subnetwork(1)",
-                ms["graphed first: anytime, first output"]
-                / ms["graphed first: subnetwork(1) alone"],
-                1.2,
-            ),
-        ]
+        graphed = path_checks(ms, "graphed", "graphed first", "graphed: ", 1.05)
+        eager = ms["graphed: anytime, all stages"] / ms["infer: joint auto"]
+        graphed.insert(1, ("graphed anytime all / eager joint auto", eager, 1.05))
+        checks += graphed
     if "train: hand-written D_n" in ms and kept_share <= 0.75:
         hand = ms["train: hand-written D_n"]
         checks.insert(0, ("train auto / hand-written D_n", ms["train: joint auto"] / hand, 0.9))
