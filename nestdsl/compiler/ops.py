@@ -155,6 +155,16 @@ class _Normalised(LayerOp):
         self._run_cache: dict[tuple[int, ...], tuple[_Run, ...]] = {}
         self._stat_views: dict[tuple[int, int], tuple[Tensor, Tensor, Tensor, Tensor]] = {}
 
+    def unit_parameters(self, stripe: int) -> list[nn.Parameter]:
+        # Read from the lists' tables (``unit``): the weight bank asks for every assembling
+        # layer's parameters at each forward pass. A standalone BatchNorm has only the last two.
+        stores = ("weight", "bias", "bn_weight", "bn_bias")
+        return [
+            cast(nn.Parameter, self.unit(store, stripe))
+            for store in stores
+            if self._modules.get(store) is not None
+        ]
+
     def _norm_pieces(self) -> tuple[Piece, Piece]:
         """The BatchNorm weight and bias of all stripes, as two vectors."""
         stripes = range(len(self.layer.stripes))
@@ -290,16 +300,6 @@ class ConvOp(_Normalised):
         """(execution, device type) -> blocks and their pieces: switching modes back and forth
         re-plans nothing."""
 
-    def unit_parameters(self, stripe: int) -> list[nn.Parameter]:
-        # Read from the lists' tables (``unit``): the weight bank asks for every assembling
-        # layer's parameters at each forward pass.
-        stores = ("weight", "bias", "bn_weight", "bn_bias")
-        return [
-            cast(nn.Parameter, self.unit(store, stripe))
-            for store in stores
-            if self._modules.get(store) is not None
-        ]
-
     def set_execution(self, execution: Execution) -> None:
         """Choose how joint execution runs this layer (see ``plans.Execution``)."""
         self.execution = execution
@@ -418,9 +418,6 @@ class BatchNormOp(_Normalised):
     def __init__(self, layer: Layer, kept: list[list[int]], in_channels: int):
         super().__init__(layer, kept, in_channels)
         self._create_norm()
-
-    def unit_parameters(self, stripe: int) -> list[nn.Parameter]:
-        return [cast(nn.Parameter, self.unit(store, stripe)) for store in ("bn_weight", "bn_bias")]
 
     def assembles(self) -> bool:
         return len(self.layer.stripes) > 1
