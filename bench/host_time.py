@@ -9,9 +9,11 @@ CUDA cost table picks below 256 channels) and every piece gathered by the weight
 alternates, in rotating order within each repeat:
 
 - inference (no autograd), a training step (forward and backward of every stage's loss,
-  gradients reset to None first), eager anytime inference of every stage, and OSGD's
-  gradients (one backward per stage through the joint graph, combined by ``fill_grad``), of
-  nestdsl's network;
+  gradients reset to None first), eager anytime inference of every stage, and the gradients
+  of training's ``sgd`` and ``osgd`` steps (``fill_grad`` after a joint forward: one backward,
+  or one per stage combined, with the bank's gradient captured as one flat vector, as
+  training does; ``osgd uncaptured``: a gradient per parameter instead), of nestdsl's
+  network;
 - the same for the hand-written model of D_n (``joint_vs_handwritten.HandWritten``);
 - ``WeightBank.assemble`` alone, the gather that the hand-written model does not need.
 
@@ -79,11 +81,16 @@ def passes(model: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], None]]:
         result["anytime"] = anytime
         stages = [model.stage_parameters(k) for k in range(1, model.num_stages + 1)]
 
-        def osgd() -> None:  # per-task gradients through the joint graph, combined
-            losses = [out.float().logsumexp(1).mean() for out in model(x)]
-            fill_grad(losses, stages, "osgd")
+        def combined(strategy: str, capture: bool = True) -> Callable[[], None]:
+            def step() -> None:  # through the joint graph, as training's fill_grad does
+                losses = [out.float().logsumexp(1).mean() for out in model(x)]
+                fill_grad(losses, stages, strategy, capture=model.bank if capture else None)
 
-        result["osgd"] = osgd
+            return step
+
+        result["sgd"] = combined("sgd")
+        result["osgd"] = combined("osgd")
+        result["osgd uncaptured"] = combined("osgd", capture=False)
     return result
 
 
@@ -124,6 +131,8 @@ def host_cpu(spec: Spec, repeats: int) -> None:
     for kind in ("infer", "train") if "hand-written" in built else ():
         ratio = ms[f"nestdsl {kind}"] / ms[f"hand-written {kind}"]
         print(f"  {kind}: nestdsl / hand-written       {ratio:8.2f}")
+    for mine, theirs in (("osgd", "sgd"), ("osgd uncaptured", "osgd")):
+        print(f"  {mine} / {theirs:24s} {ms[f'nestdsl {mine}'] / ms[f'nestdsl {theirs}']:8.2f}")
 
 
 def measure(

@@ -93,7 +93,9 @@ def step_action(text: str, strategy: str, args: argparse.Namespace) -> Callable[
     optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9, foreach=True)
     scaler = torch.amp.GradScaler("cuda") if runtime.uses_scaler else None
     mode = mode_of(make_config(strategy=strategy), device.type)
-    plan = StepPlan(mode, net, strategy, loss_memberships(net), optimizer, scaler=scaler)
+    plan = StepPlan(
+        mode, net, strategy, loss_memberships(net), optimizer, scaler=scaler, capture=net.bank
+    )
     x = runtime.to_device(torch.randn(args.batch, *net.input_shape))
     y = torch.randint(0, 10, (args.batch,), device=device)
 

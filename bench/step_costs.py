@@ -112,7 +112,7 @@ def make_case(
     params = list(dict.fromkeys(net.parameters()))
     scaler = torch.amp.GradScaler("cuda") if runtime.uses_scaler else None
     optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9, foreach=True)
-    plan = StepPlan(mode, model, strategy, stages, optimizer, scaler=scaler)
+    plan = StepPlan(mode, model, strategy, stages, optimizer, scaler=scaler, capture=net.bank)
 
     graphs = compiled is not None and compiled[0] == "reduce-overhead"
 

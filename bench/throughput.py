@@ -96,7 +96,7 @@ def make_plan(net: nestdsl.NestedNet, config: TrainConfig, device: str) -> StepP
     params = list(dict.fromkeys(net.parameters()))
     optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, foreach=True)
     mode = mode_of(config, device)
-    return StepPlan(mode, net, config.strategy, loss_memberships(net), optimizer)
+    return StepPlan(mode, net, config.strategy, loss_memberships(net), optimizer, capture=net.bank)
 
 
 def compare(case: str, strategies: list[str], workers: list[int], args: argparse.Namespace) -> None:

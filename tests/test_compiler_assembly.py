@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -23,6 +24,8 @@ from torch.func import functional_call
 import nestdsl
 from nestdsl.compiler.assembly import PER_LAYER_DEVICES
 from nestdsl.compiler.plans import EXECUTIONS
+from nestdsl.memory_order import channels_last, flatten
+from nestdsl.optim import fill_grad
 from nestdsl.profiling import DispatchCounter
 
 SPECS = shipped_specs()
@@ -255,3 +258,79 @@ def test_under_autocast_the_bank_casts_what_the_convolutions_would(name: str) ->
     assert {t.dtype for tensors in pieces.values() for t in tensors if t.dim() == 1} >= {
         torch.float32
     }
+
+
+# --- the bank's gradient handed over as one flat vector (fill_grad's ``capture``) ----------
+
+FILLED = ("sgd", "sgd-norm", "osgd", "osgd-norm")
+
+
+def filled(
+    net: nestdsl.NestedNet, x: torch.Tensor, strategy: str, capture: bool, **options: Any
+) -> list[torch.Tensor | None]:
+    """Every parameter's ``.grad`` after a joint forward and ``fill_grad`` (with the bank)."""
+    net.zero_grad(set_to_none=True)
+    stages = [net.stage_parameters(k) for k in range(1, net.num_stages + 1)]
+    with net.bank.gathering(True, x.device.type):
+        losses = [(k + 1) * out.square().mean() for k, out in enumerate(net(x))]
+        fill_grad(losses, stages, strategy, capture=net.bank if capture else None, **options)
+    return [None if p.grad is None else p.grad.clone() for p in net.parameters()]
+
+
+def test_capturing_hands_the_bank_gradient_over_in_flat_order() -> None:
+    net = compiled(DIGITS / "digits_width_depth.nest").to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    x = torch.randn(2, *net.input_shape).contiguous(memory_format=torch.channels_last)
+    reference = [g for g in run(net, x, bank=True)[1]]
+    by_param = dict(zip(map(id, net.parameters()), reference, strict=True))
+    with net.bank.gathering(True, "cpu"):
+        loss = sum(((k + 1) * out.square()).mean() for k, out in enumerate(net(x)))
+        with net.bank.capturing() as sink:
+            loss.backward()
+    params = net.bank.flat_parameters()
+    assert len(sink) == 1 and all(p.grad is None for p in params)
+    expected = torch.cat([flatten(by_param[id(p)], channels_last(p)) for p in params])
+    assert torch.equal(sink[0], expected)
+    assert any(p.grad is not None for p in net.parameters())  # the others as usual
+
+
+@pytest.mark.parametrize("name", ["digits_width", "digits_width_depth", "digits_se_width"])
+@pytest.mark.parametrize("strategy", FILLED)
+def test_captured_gradients_give_fill_grad_the_same_direction(name: str, strategy: str) -> None:
+    net = compiled(DIGITS / f"{name}.nest")
+    x = torch.randn(4, *net.input_shape)
+    mine, theirs = (filled(net, x, strategy, capture) for capture in (True, False))
+    for p, a, b in zip(net.parameters(), mine, theirs, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None and b is not None:
+            assert close(a, b) and a.stride() == p.stride()
+
+
+@pytest.mark.parametrize("strategy", ["sgd", "osgd-norm"])
+def test_capturing_keeps_reduction_loss_scale_and_layout(strategy: str) -> None:
+    """With a reduce hook, a GradScaler's scale and channels_last parameters."""
+    net = compiled(DIGITS / "digits_width_depth.nest").to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    x = torch.randn(4, *net.input_shape).contiguous(memory_format=torch.channels_last)
+    scale = None if strategy == "sgd" else torch.tensor(8.0)
+    options = {"reduce": lambda flat: flat * 0.5, "loss_scale": scale}
+    mine, theirs = (filled(net, x, strategy, capture, **options) for capture in (True, False))
+    for p, a, b in zip(net.parameters(), mine, theirs, strict=True):
+        assert a is not None and b is not None
+        assert close(a, b) and a.stride() == p.stride()
+
+
+def test_capturing_saves_the_ops_of_a_gradient_per_parameter() -> None:
+    """Without capture, each stage's backward makes a view per (non-vector) bank parameter
+    and fill_grad copies them; with it, one gather per stage fills the columns."""
+    net = compiled(DIGITS / "digits_width_depth.nest")
+    x = torch.randn(2, *net.input_shape)
+    counts = {}
+    for capture in (True, False):
+        filled(net, x, "osgd", capture)  # the first step builds the layout
+        with DispatchCounter() as counter:
+            counter.mark(x, *net.parameters())
+            filled(net, x, "osgd", capture)
+        counts[capture] = counter
+    shaped = sum(p.dim() > 1 for p in net.bank.flat_parameters()) * net.num_stages
+    views = {capture: c.by_op["aten.view.default"] for capture, c in counts.items()}
+    assert views[True] <= views[False] - shaped, views
+    assert counts[True].ops < counts[False].ops

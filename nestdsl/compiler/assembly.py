@@ -13,7 +13,9 @@ of one flat tensor that ends in a zero, and one ``index_select`` gathers every p
 current plans need (a pruned entry reads the zero). Its backward gathers the pieces' gradients
 back in one more (each parameter entry appears exactly once among the pieces) and hands every
 parameter a view of that one flat gradient. The parameters stay ordinary leaves, so optimizers,
-``autograd.grad``, state dicts and checkpoints see no difference.
+``autograd.grad``, state dicts and checkpoints see no difference. Per-task training, which runs
+one backward per stage, can take that flat gradient as it is instead (``capturing``, used by
+``fill_grad(..., capture=bank)``): a view per parameter and stage is then never made.
 
 On the CPU (``PER_LAYER_DEVICES``) the bank stays out of the way: parameters keep their own
 storage and layers assemble their pieces. Elsewhere, when the aliasing does not hold, layers
@@ -33,6 +35,8 @@ from typing import Any, Protocol, cast
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from nestdsl.memory_order import channels_last, flatten, unflatten
 
 
 class Placement(nn.Module):
@@ -122,28 +126,6 @@ def materialize(layer: Assembles, piece: Piece) -> Tensor:
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=0)
 
 
-def _channels_last(tensor: Tensor) -> bool:
-    """Whether a 4-d tensor is laid out channels-last (and not also plain contiguous)."""
-    return (
-        tensor.dim() == 4
-        and not tensor.is_contiguous()
-        and tensor.is_contiguous(memory_format=torch.channels_last)
-    )
-
-
-def _flatten(tensor: Tensor, channels_last: bool) -> Tensor:
-    """``tensor``'s entries in memory order: a view when it is laid out that way."""
-    return (tensor.permute(0, 2, 3, 1) if channels_last else tensor).reshape(-1)
-
-
-def _unflatten(chunk: Tensor, shape: torch.Size, channels_last: bool) -> Tensor:
-    """The inverse of ``_flatten``: a view of ``chunk`` shaped ``shape`` in that layout."""
-    if not channels_last:
-        return chunk if chunk.shape == shape else chunk.view(shape)
-    out, channels, kh, kw = shape
-    return chunk.view(out, kh, kw, channels).permute(0, 3, 1, 2)
-
-
 @dataclass(frozen=True, eq=False)
 class _Gather:
     """The index work of one set of plans, on the flat tensor's device."""
@@ -177,7 +159,7 @@ class _Gather:
             chunks[: self.low] = whole[:cast].to(low).split(self.sizes[: self.low])
         pieces: list[Tensor] = [whole] * len(chunks)
         for index, piece in zip(
-            self.order, map(_unflatten, chunks, self.shapes, self.channels_last), strict=True
+            self.order, map(unflatten, chunks, self.shapes, self.channels_last), strict=True
         ):
             pieces[index] = piece
         return tuple(pieces)
@@ -186,7 +168,7 @@ class _Gather:
         """A vector in flat order (the zero excluded) as one view per parameter (``map``, not
         a loop: a network has hundreds of parameters, and this runs in every backward)."""
         chunks = flat.split(self.param_sizes)
-        return tuple(map(_unflatten, chunks, self.param_shapes, self.param_channels_last))
+        return tuple(map(unflatten, chunks, self.param_shapes, self.param_channels_last))
 
     def join(self, grads: Sequence[Tensor | None], like: Tensor) -> Tensor:
         """The pieces' gradients (piece order) as one vector in ``gather``'s order, zeros
@@ -195,21 +177,29 @@ class _Gather:
         missing = [size for grad, size in zip(ordered, self.sizes, strict=True) if grad is None]
         zeros = like.new_zeros(max(missing)) if missing else like  # one for every missing piece
         flat = [
-            zeros[:size] if grad is None else _flatten(grad, last)
+            zeros[:size] if grad is None else flatten(grad, last)
             for grad, size, last in zip(ordered, self.sizes, self.channels_last, strict=True)
         ]
         return flat[0] if len(flat) == 1 else torch.cat(flat)
 
 
+@dataclass(eq=False)
+class _Sink:
+    """Where the bank's backward hands over the parameters' gradient as one flat vector
+    instead of one view per parameter (``WeightBank.capturing``); None: it does not."""
+
+    flat: list[Tensor] | None = None
+
+
 class _Assemble(torch.autograd.Function):
     """Gather every piece from the flat tensor; route the pieces' gradients to the parameters
-    (the inputs after the first three), which alias the flat tensor and are not read here."""
+    (the inputs after the first four), which alias the flat tensor and are not read here."""
 
     @staticmethod
     def forward(
-        ctx: Any, flat: Tensor, plan: _Gather, low: torch.dtype | None, *params: Tensor
+        ctx: Any, flat: Tensor, plan: _Gather, low: torch.dtype | None, sink: _Sink, *params: Tensor
     ) -> tuple[Tensor, ...]:
-        ctx.plan, ctx.dtype = plan, flat.dtype
+        ctx.plan, ctx.dtype, ctx.sink = plan, flat.dtype, sink
         ctx.set_materialize_grads(False)
         return plan.split(flat.index_select(0, plan.gather), low)
 
@@ -217,11 +207,14 @@ class _Assemble(torch.autograd.Function):
     def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
         plan: _Gather = ctx.plan
         like = next(grad for grad in grads if grad is not None)
-        whole = plan.join(grads, like).to(ctx.dtype)
-        per_param = plan.split_params(whole.index_select(0, plan.scatter))
-        needed = ctx.needs_input_grad[3:]
+        whole = plan.join(grads, like).to(ctx.dtype).index_select(0, plan.scatter)  # flat order
+        needed = ctx.needs_input_grad[4:]
+        if ctx.sink.flat is not None:
+            ctx.sink.flat.append(whole)
+            return (None,) * (4 + len(needed))
+        per_param = plan.split_params(whole)
         grads_out = (g if need else None for g, need in zip(per_param, needed, strict=True))
-        return (None, None, None, *grads_out)
+        return (None, None, None, None, *grads_out)
 
 
 PER_LAYER_DEVICES = frozenset({"cpu"})
@@ -247,12 +240,32 @@ class WeightBank:
         self._addresses: tuple[int, ...] = ()
         self._plans: dict[tuple[Any, ...], _Gather] = {}
         self._slots = _slots(list(self.layers.values()))
+        self._sink = _Sink()
         self.retie()
 
     def parameters(self) -> list[Tensor]:
         """The layers' ``assembled_parameters``, in that order, read from the tables they are
         registered in: one dictionary lookup each, as every forward pass asks for them."""
         return [table[name] for table, name in self._slots]
+
+    def flat_parameters(self) -> list[Tensor]:
+        """The parameters in the order of the gradient ``capturing`` hands over (the flat
+        tensor's order, each parameter's entries in its memory order)."""
+        return self.parameters()
+
+    @contextlib.contextmanager
+    def capturing(self) -> Iterator[list[Tensor]]:
+        """Within the block, a backward pass through the gathered pieces appends the
+        parameters' gradient to the yielded list as one flat vector (in ``flat_parameters``
+        order) and gives the parameters none: the views a gradient per parameter costs are
+        not made. ``fill_grad(..., capture=bank)`` uses it; the list stays empty when no
+        backward passed through the bank (on a CPU, in anytime execution, when compiled)."""
+        sink: list[Tensor] = []
+        self._sink.flat = sink
+        try:
+            yield sink
+        finally:
+            self._sink.flat = None
 
     def tied(self, params: Sequence[Tensor]) -> bool:
         """Whether every one of ``params`` is still the view of the flat tensor it was made:
@@ -272,14 +285,14 @@ class WeightBank:
         kinds = {(p.device, p.dtype) for p in params}
         if len(kinds) > 1 or params[0].device.type in self.per_layer_devices:
             return
-        lasts = [_channels_last(p) for p in params]
+        lasts = [channels_last(p) for p in params]
         with torch.no_grad():
-            segments = [_flatten(p.detach(), last) for p, last in zip(params, lasts, strict=True)]
+            segments = [flatten(p.detach(), last) for p, last in zip(params, lasts, strict=True)]
             flat = torch.cat([*segments, params[0].new_zeros(1)])
         offset = 0
         for p, segment, last in zip(params, segments, lasts, strict=True):
             chunk = flat[offset : offset + segment.numel()]
-            p.data = _unflatten(chunk, p.shape, last)
+            p.data = unflatten(chunk, p.shape, last)
             offset += segment.numel()
         self.flat, self._addresses = flat, tuple(p.data_ptr() for p in params)
 
@@ -311,7 +324,7 @@ class WeightBank:
         if plan is None:
             plan = self._plans[key] = self._plan(pieces, params, flat)
         low = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
-        tensors = _Assemble.apply(flat, plan, low, *params)
+        tensors = _Assemble.apply(flat, plan, low, self._sink, *params)
         return {layer: tensors[first:stop] for layer, first, stop in plan.spans}
 
     def _plan(
@@ -332,7 +345,7 @@ class WeightBank:
                 (*_index(layer, piece, positions, flat, zero), piece.autocast) for piece in own
             ]
         order = sorted(range(len(built)), key=lambda i: not built[i][2])  # autocast's first
-        indices = [_flatten(built[i][0], built[i][1]) for i in order]
+        indices = [flatten(built[i][0], built[i][1]) for i in order]
         gather = torch.cat(indices)
         kept = (gather != zero).nonzero().squeeze(1)
         if sorted(gather[kept].tolist()) != list(range(zero)):
@@ -348,7 +361,7 @@ class WeightBank:
             channels_last=tuple(built[i][1] for i in order),
             sizes=tuple(index.numel() for index in indices),
             param_shapes=tuple(p.shape for p in params),
-            param_channels_last=tuple(map(_channels_last, params)),
+            param_channels_last=tuple(map(channels_last, params)),
             param_sizes=tuple(p.numel() for p in params),
             spans=tuple(spans),
         )
@@ -389,7 +402,7 @@ def _index(
         else:
             block[:, list(layer.placement(part.stripe).kept)] = where
         start += tensor.shape[0]
-    return index, _channels_last(first)
+    return index, channels_last(first)
 
 
 def traced() -> bool:

@@ -9,7 +9,14 @@ from nestdsl.optim.coefficients import DEPENDENCE_RTOL
 from nestdsl.optim.combine import combine
 from nestdsl.optim.errors import OptionError
 from nestdsl.optim.mtl import MTL_STRATEGIES, require_available, torchjd_available
-from nestdsl.optim.stage_grads import GradReport, Pending, Reduce, fill_grad, unflatten
+from nestdsl.optim.stage_grads import (
+    FlatGradients,
+    GradReport,
+    Pending,
+    Reduce,
+    fill_grad,
+    unflatten,
+)
 from nestdsl.optim.strategies import (
     BASE_STRATEGIES,
     CONTROLS,
@@ -25,6 +32,7 @@ __all__ = [
     "MTL_STRATEGIES",
     "STRATEGIES",
     "CombineOptions",
+    "FlatGradients",
     "GradReport",
     "OptionError",
     "Pending",

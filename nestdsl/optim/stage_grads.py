@@ -4,23 +4,31 @@ Cost model (see docs/training.md and docs/performance.md): one `autograd.grad` p
 restricted to that stage's parameters (so only D_i is traversed when the losses were computed
 stage-wise). Each stage's gradient is copied into one row of a flat (n, D) matrix by one
 `_chunk_cat` per contiguous run of columns (see `layout`), the float64 Gram matrix is one matmul
-per column chunk, and the combination `.grad[p] = Σ_i c_i g_i[p]` is written with
-`torch._foreach_*` ops per membership pattern. The number of ops per step therefore does not
-grow with the number of parameter tensors, the written gradients keep their parameters'
-strides (channels_last included), and the only host-device synchronisation is the one transfer
-of the Gram matrix that the coefficients need (none at all for ``sgd``, ``sgd-sum`` and ``greedy``).
+per column chunk, and the combination `.grad[p] = Σ_i c_i g_i[p]` is a few ops per membership
+pattern's column range, written into one buffer whose views are the parameters' `.grad` (with
+their parameters' strides, channels_last included). The number of ops per step therefore does
+not grow with the number of parameter tensors, and the only host-device synchronisation is the
+one transfer of the Gram matrix that the coefficients need (none at all for ``sgd``,
+``sgd-sum`` and ``greedy``).
+
+Parameters that are views of one flat tensor (the weight bank's, on a GPU) can hand their
+gradients over as one flat vector instead of one tensor each (`FlatGradients`): their columns
+are then filled by one gather per stage, and the backward pass makes no tensor per parameter.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
+from nestdsl.memory_order import flatten
 from nestdsl.optim.coefficients import (
     COMBINATIONS,
     Coefficients,
@@ -48,6 +56,22 @@ class Pending(Protocol):
     """A `Reduce` that works asynchronously in place; `wait` completes every started call."""
 
     def wait(self) -> None: ...
+
+
+class FlatGradients(Protocol):
+    """Parameters whose gradients a backward pass can deliver as one flat vector (what
+    ``NestedNet.bank`` does): cheaper than a tensor per parameter when there are hundreds."""
+
+    def flat_parameters(self) -> Sequence[Tensor]:
+        """The parameters, in the order their entries follow each other in the flat vector
+        (each parameter's entries in its memory order)."""
+        ...
+
+    def capturing(self) -> AbstractContextManager[list[Tensor]]:
+        """Within the block, backward passes append the parameters' gradient as one flat
+        vector to the yielded list and give the parameters themselves none (the list stays
+        empty when no backward went through the flat tensor)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -80,6 +104,7 @@ def fill_grad(
     active_stage: int | None = None,
     reduce: Reduce | None = None,
     loss_scale: Tensor | None = None,
+    capture: FlatGradients | None = None,
 ) -> GradReport:
     """Back-propagate the stage losses and write the strategy's direction into `.grad`.
 
@@ -95,6 +120,11 @@ def fill_grad(
     `loss_scale` (a GradScaler's scale S as a 0-d tensor, when the losses were multiplied by
     it): the coefficients are computed for the true gradients g_i = (S g_i) / S and `.grad`
     receives S times the direction, which is what `scaler.step` unscales.
+
+    `capture` (e.g. ``net.bank``): parameters whose gradients the backward passes may deliver
+    as one flat vector; the result is the same, with less work per parameter. The `.grad`
+    tensors written by the per-task strategies are views of one buffer that the next call
+    overwrites (as DDP's ``gradient_as_bucket_view``): copy one to keep it across steps.
     """
     n = len(losses)
     if n == 0 or len(stage_params) != n:
@@ -105,28 +135,39 @@ def fill_grad(
     options = resolve_options(strategy, n, priority, importances, norm_constant)
     if options.strategy != "greedy" and active_stage is not None:
         raise ValueError(f"active_stage is only meaningful for 'greedy', not {options.strategy!r}")
-    layout = _layout(stage_params)
+    captured = capture.flat_parameters() if capture is not None else ()
+    layout = _layout(stage_params, captured)
     if options.strategy == "greedy":
         return _greedy(losses, layout, active_stage, reduce)
     if options.strategy in ONE_PASS:
-        return _sgd(losses, layout, options, reduce)
-    return _combined(losses, layout, replace(options, dims=tuple(layout.dims)), reduce, loss_scale)
+        return _sgd(losses, layout, options, reduce, capture)
+    options = replace(options, dims=tuple(layout.dims))
+    return _combined(losses, layout, options, reduce, loss_scale, capture)
 
 
-_CACHE: list[tuple[tuple[tuple[tuple[int, bool], ...], ...], StageLayout]] = []
+_CACHE: list[tuple[object, StageLayout]] = []
 
 
-def _layout(stage_params: Sequence[Sequence[torch.nn.Parameter]]) -> StageLayout:
-    """The layout of the last call when the stage lists (and their frozen flags) are the same.
+def _layout(
+    stage_params: Sequence[Sequence[torch.nn.Parameter]], captured: Sequence[Tensor]
+) -> StageLayout:
+    """The layout of the last call when the stage lists (with their frozen flags and memory
+    layouts) and the captured parameters are the same.
 
     A training loop passes the same lists every step; building the layout is a Python loop over
     every parameter, a fixed per-step cost that the cache removes. The cached layout holds its
     parameters, so their ids cannot be reused by others while it is cached.
     """
-    key = tuple(tuple((id(p), p.requires_grad) for p in group) for group in stage_params)
+    key = (
+        tuple(
+            tuple((id(p), p.requires_grad, p.is_contiguous()) for p in group)
+            for group in stage_params
+        ),
+        tuple(map(id, captured)),
+    )
     if _CACHE and _CACHE[0][0] == key:
         return _CACHE[0][1]
-    layout = StageLayout.build(stage_params)
+    layout = StageLayout.build(stage_params, captured)
     _CACHE[:] = [(key, layout)]
     return layout
 
@@ -140,27 +181,29 @@ def _combined(
     options: CombineOptions,
     reduce: Reduce | None,
     loss_scale: Tensor | None,
+    capture: FlatGradients | None,
 ) -> GradReport:
-    """Every strategy of the table: per-stage backward, flat rows, Gram, foreach writes."""
+    """Every strategy of the table: per-stage backward, flat rows, Gram, writes by column range.
+
+    Each stage's gradient lives only until it is copied into its row, so the step holds the
+    (n, D) rows and one direction, not n per-parameter gradients besides.
+    """
     n = len(losses)
-    grads: list[list[Tensor] | None] = []
     rows: Tensor | None = None  # (n, D), allocated once the gradients' dtype is known
     for i in range(n):
-        found = _stage_grads(losses[i], layout.stages[i], retain=i < n - 1)
-        grads.append(found)
-        if not found:
+        if not losses[i].requires_grad:
             continue
+        found, flat = _stage_grads(losses[i], layout.stages[i], i < n - 1, capture)
         if rows is None:
-            rows = torch.zeros(n, layout.width, dtype=found[0].dtype, device=found[0].device)
-        _fill_row(rows[i], found, layout, i)
+            like = flat if flat is not None else next((g for g in found if g is not None), None)
+            if like is None:
+                continue
+            rows = torch.zeros(n, layout.width, dtype=like.dtype, device=like.device)
+        _fill_row(rows[i], found, flat, layout, i)
         if reduce is not None:
             _reduce_row(rows[i], layout, i, reduce)
-    if reduce is not None and rows is not None:
-        if isinstance(reduce, Pending):
-            reduce.wait()
-        grads = [
-            g if g is None else _rows_to_grads(rows[i], layout, i) for i, g in enumerate(grads)
-        ]
+    if reduce is not None and rows is not None and isinstance(reduce, Pending):
+        reduce.wait()
     gram = _host_gram(rows, n, loss_scale)
     norms = [math.sqrt(max(gram[i][i], 0.0)) for i in range(n)]
     if not all(math.isfinite(v) for row in gram for v in row):
@@ -171,7 +214,7 @@ def _combined(
         return GradReport(options.strategy, [math.nan] * n, [], norms, nonfinite=True)
     dtype = rows.dtype if rows is not None else torch.float32
     coefficients = COMBINATIONS[options.strategy](gram, options, dependence_rtol(dtype))
-    _write(layout, grads, coefficients)
+    _write(layout, rows, coefficients)
     return GradReport(
         options.strategy,
         list(coefficients.weights),
@@ -181,25 +224,59 @@ def _combined(
 
 
 def _stage_grads(
-    loss: Tensor, params: list[torch.nn.Parameter], retain: bool
-) -> list[Tensor] | None:
-    """One backward pass of one stage's loss into that stage's parameters only (zeros for
-    parameters it does not reach); None when the loss carries no graph at all."""
-    if not loss.requires_grad:
-        return None
+    loss: Tensor, params: list[torch.nn.Parameter], retain: bool, capture: FlatGradients | None
+) -> tuple[list[Tensor | None], Tensor | None]:
+    """One backward pass of one stage's loss into that stage's parameters only: their
+    gradients (None where it does not reach them), and the captured params' gradients as one
+    flat vector when `capture` took them over in this pass (None otherwise)."""
     if not params:
-        return []
-    found = torch.autograd.grad(
-        loss, params, retain_graph=retain, allow_unused=True, materialize_grads=True
-    )
-    return list(found)
+        return [], None
+    with capture.capturing() if capture is not None else contextlib.nullcontext([]) as sink:
+        found = torch.autograd.grad(
+            loss, params, retain_graph=retain, allow_unused=True, materialize_grads=False
+        )
+    flat = None if not sink else sink[0] if len(sink) == 1 else torch.stack(sink).sum(0)
+    return list(found), flat
 
 
-def _fill_row(row: Tensor, grads: list[Tensor], layout: StageLayout, stage: int) -> None:
-    """Copy one stage's gradient into its columns of `row` (D,): one op per contiguous run."""
+def _fill_row(
+    row: Tensor, found: list[Tensor | None], flat: Tensor | None, layout: StageLayout, stage: int
+) -> None:
+    """Copy one stage's gradient into its columns of `row` (D,): one gather of the flat
+    vector for the captured columns (those outside the stage zeroed), one op per run else."""
+    captured = layout.captured
+    if flat is not None:
+        index = layout.gather_index(row.device)
+        torch.index_select(_as(flat, row.dtype), 0, index, out=row[:captured])
+        for start, stop in layout.blanks[stage]:
+            row[start:stop].zero_()
+    lasts = layout.stage_last[stage]
     for run in layout.runs[stage]:
-        pieces = [_as(grads[slot], row.dtype) for slot in run.slots]
-        torch._chunk_cat(pieces, 0, 1, out=row[run.start : run.stop].view(1, -1))
+        pieces = [found[slot] for slot in run.slots]
+        if flat is not None and run.start < captured and all(g is None for g in pieces):
+            continue
+        if all(g is None for g in pieces):
+            row[run.start : run.stop].zero_()
+            continue
+        params = layout.stages[stage]
+        flats = [
+            _piece(g, params[slot], slot in lasts, row.dtype)
+            for g, slot in zip(pieces, run.slots, strict=True)
+        ]
+        target = row[run.start : run.stop]
+        if flat is not None and run.start < captured:  # the same param reached both ways
+            target.add_(torch.cat([g.reshape(-1) for g in flats]))
+        else:
+            torch._chunk_cat(flats, 0, 1, out=target.view(1, -1))
+
+
+def _piece(g: Tensor | None, p: Tensor, last: bool, dtype: torch.dtype) -> Tensor:
+    """One param's gradient as its columns hold it: in the param's memory order, zeros where
+    the backward did not reach it."""
+    if g is None:
+        return torch.zeros((), dtype=dtype, device=p.device).expand(p.numel())
+    g = _as(g, dtype)
+    return flatten(g, True) if last else g  # `_chunk_cat` flattens it (no op per param)
 
 
 def _reduce_row(row: Tensor, layout: StageLayout, stage: int, reduce: Reduce) -> None:
@@ -209,18 +286,6 @@ def _reduce_row(row: Tensor, layout: StageLayout, stage: int, reduce: Reduce) ->
         reduced = reduce(part)
         if reduced is not part:
             part.copy_(reduced)
-
-
-def _rows_to_grads(row: Tensor, layout: StageLayout, stage: int) -> list[Tensor]:
-    """The inverse of `_fill_row` after a reduction: per-parameter tensors with the
-    parameters' own strides (channels_last stays channels_last)."""
-    params = layout.stages[stage]
-    out: list[Tensor] = [torch.empty(0)] * len(params)
-    for run in layout.runs[stage]:
-        mine = [params[slot] for slot in run.slots]
-        for slot, g in zip(run.slots, unflatten(row[run.start : run.stop], mine), strict=True):
-            out[slot] = g
-    return out
 
 
 def unflatten(flat: Tensor, params: Sequence[torch.nn.Parameter]) -> list[Tensor]:
@@ -255,51 +320,54 @@ def _host_gram(rows: Tensor | None, n: int, loss_scale: Tensor | None) -> Matrix
     return [[v / square for v in packed[i * n : (i + 1) * n]] for i in range(n)]
 
 
-def _write(
-    layout: StageLayout, grads: list[list[Tensor] | None], coefficients: Coefficients
-) -> None:
-    """`.grad[p] = Σ_i c_i g_i[p]` with foreach ops, one group per membership pattern.
+def _write(layout: StageLayout, rows: Tensor | None, coefficients: Coefficients) -> None:
+    """`.grad[p] = Σ_i c_i g_i[p]`: one multiply-add per stage over every column at once (a
+    stage's row is zero outside its params), NormSGD's per-pattern average one scaling per
+    pattern's column range; written into one buffer whose views become the `.grad`s.
 
     Sums run in at least float32 (float64 for coefficients beyond the float32 range) and are
-    stored in each parameter's dtype.
+    stored in the params' dtype.
     """
-    for members, group in layout.patterns.items():
-        params = [layout.params[at] for at in group]
-        weights = coefficients.for_members(members)
-        terms = [(i, weights[i]) for i in members if weights[i] != 0.0 and grads[i] is not None]
-        if not terms:
-            for p in params:
-                p.grad = torch.zeros_like(p)
-            continue
-        largest = max(abs(w) for _, w in terms)
-        work = torch.float64 if largest > _FLOAT32_SAFE else torch.float32
-        slots = layout.pattern_slots[members]
-        pieces = [_pieces(grads[i], slots[i], work) for i, _ in terms]
-        out = torch._foreach_mul(pieces[0], terms[0][1])
-        for piece, (_, w) in zip(pieces[1:], terms[1:], strict=True):
-            torch._foreach_add_(out, piece, alpha=w)
-        for p, g in zip(params, out, strict=True):
-            p.grad = g if g.dtype == p.dtype else g.to(p.dtype)
+    if rows is None:
+        for p in layout.params:
+            p.grad = torch.zeros_like(p)
+        return
+    views = layout.grad_views(rows.device, layout.grad_dtype)
+    importances = coefficients.importances
+    weights = list(coefficients.weights)
+    if importances is not None:  # NormSGD: k_i s_i here, 1 / Σ_{i ∈ members} k_i below
+        weights = [k * s for k, s in zip(importances, weights, strict=True)]
+    terms = [(i, w) for i, w in enumerate(weights) if w != 0.0]
+    largest = max((abs(w) for _, w in terms), default=0.0)
+    wide = largest > _FLOAT32_SAFE or rows.dtype == torch.float64
+    _combine_into(views.buffer, rows, terms, torch.float64 if wide else torch.float32)
+    if importances is not None:
+        views.buffer.mul_(layout.average_scale(importances, rows.device, layout.grad_dtype))
+    for p, view in zip(layout.params, views.views, strict=True):
+        p.grad = view if view.dtype == p.dtype else view.to(p.dtype)
 
 
-def _pieces(found: list[Tensor] | None, slots: list[int], work: torch.dtype) -> list[Tensor]:
-    """One stage's gradient of the params at `slots`, in at least the `work` precision."""
-    assert found is not None
-    pieces = [found[slot] for slot in slots]
-    if all(g.dtype == work for g in pieces):
-        return pieces
-    return [g if _bits(g.dtype) >= _bits(work) else g.to(work) for g in pieces]
+def _combine_into(
+    out: Tensor, rows: Tensor, terms: list[tuple[int, float]], work: torch.dtype
+) -> None:
+    """out = Σ w rows[i] over `terms` ((n, D) rows, (D,) out), computed in `work` precision."""
+    if not terms:
+        out.zero_()
+        return
+    direct = out.dtype == work and rows.dtype == work
+    parts = (rows if rows.dtype == work else rows.to(work)).unbind(0)
+    acc = out if direct else torch.empty_like(out, dtype=work)
+    torch.mul(parts[terms[0][0]], terms[0][1], out=acc)
+    for i, w in terms[1:]:
+        acc.add_(parts[i], alpha=w)
+    if acc is not out:
+        out.copy_(acc)
 
 
 def _as(g: Tensor, dtype: torch.dtype) -> Tensor:
     """`g` in `dtype`, without a call into torch when it already is (the common case: this
     runs once per parameter and stage every step)."""
     return g if g.dtype == dtype else g.to(dtype)
-
-
-def _bits(dtype: torch.dtype) -> int:
-    """Width of a floating dtype, read from finfo (no dispatched op, unlike promote_types)."""
-    return torch.finfo(dtype).bits
 
 
 # --- single-backward strategies ---------------------------------------------------------------
@@ -323,8 +391,9 @@ def _greedy(
     for p in layout.params:
         if id(p) not in fresh:
             p.grad = None
-    found = _stage_grads(losses[active_stage - 1], new, retain=False)
-    pieces = found if found is not None else [torch.zeros_like(p) for p in new]
+    loss = losses[active_stage - 1]
+    found = _stage_grads(loss, new, False, None)[0] if loss.requires_grad else [None] * len(new)
+    pieces = [torch.zeros_like(p) if g is None else g for p, g in zip(new, found, strict=True)]
     if reduce is not None and new:
         pieces = _reduced(pieces, new, reduce)
     for p, g in zip(new, pieces, strict=True):
@@ -346,15 +415,20 @@ def _sgd(
     layout: StageLayout,
     options: CombineOptions,
     reduce: Reduce | None,
+    capture: FlatGradients | None,
 ) -> GradReport:
-    """Eq. 1 with a single backward pass of Σ w_i L_i into the stage parameters."""
+    """Eq. 1 with a single backward pass of Σ w_i L_i into the stage parameters (the
+    captured ones' gradients gathered from their flat vector into views of one buffer)."""
     weights = ONE_PASS[options.strategy](options.importances)
     for p in layout.params:
         p.grad = None
     terms = [w * loss for w, loss in zip(weights, losses, strict=True) if loss.requires_grad]
     if terms and layout.params:
         total = torch.stack([t.reshape(()) for t in terms]).sum()
-        torch.autograd.backward(total, inputs=list(layout.params))
+        with capture.capturing() if capture is not None else contextlib.nullcontext([]) as sink:
+            torch.autograd.backward(total, inputs=list(layout.params))
+        if sink:
+            _give_captured(layout, sink[0] if len(sink) == 1 else torch.stack(sink).sum(0))
     for p in layout.params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
@@ -363,6 +437,17 @@ def _sgd(
         for p, g in zip(layout.params, _reduced(grads, layout.params, reduce), strict=True):
             p.grad = g if g.dtype == p.dtype else g.to(p.dtype)
     return GradReport(options.strategy, weights, [], [])
+
+
+def _give_captured(layout: StageLayout, flat: Tensor) -> None:
+    """The captured params' `.grad` from their flat gradient: one gather into the columns
+    they have in the direction's buffer, and their views of it."""
+    views = layout.grad_views(flat.device, layout.grad_dtype)
+    block = views.buffer[: layout.captured]
+    torch.index_select(_as(flat, block.dtype), 0, layout.gather_index(flat.device), out=block)
+    for p, start, view in zip(layout.params, layout.columns, views.views, strict=True):
+        if start < layout.captured:
+            p.grad = view if view.dtype == p.dtype else view.to(p.dtype)
 
 
 def _reduced(grads: list[Tensor], params: list[torch.nn.Parameter], reduce: Reduce) -> list[Tensor]:

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from nestdsl.diagnostics import fail
 from nestdsl.evaluate import stage_outputs
-from nestdsl.optim import Reduce, fill_grad
+from nestdsl.optim import FlatGradients, Reduce, fill_grad
 from nestdsl.optim.strategies import SINGLE_LOSS
 from nestdsl.train.config import TrainConfig, task_graph_of
 from nestdsl.train.devices import Runtime
@@ -98,6 +98,8 @@ class StepPlan:
     scaler: torch.amp.GradScaler | None = None
     loss_scale: float = 1.0
     """Multiplies every loss before the combination: n turns Eq. 1's mean into a sum."""
+    capture: FlatGradients | None = None
+    """Parameters whose gradients may arrive as one flat vector (``NestedNet.bank``)."""
 
     @property
     def stages(self) -> int:
@@ -140,6 +142,7 @@ def train_step(plan: StepPlan, runtime: Runtime, images: Tensor, labels: Tensor)
         active_stage=plan.active_stage,
         reduce=plan.reduce,
         loss_scale=grad_scale,
+        capture=plan.capture,
     )
     if scaler is not None:
         scaler.step(plan.optimizer)

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 import nestdsl
 from nestdsl.ast import Spec
+from nestdsl.compiler import NestedNet
 from nestdsl.contracts import AnytimeNetwork
 from nestdsl.data import DataSplit, build_datasets
 from nestdsl.data.base import SplitRecord
@@ -359,6 +360,7 @@ class _Session:
             reduce=reduce,
             scaler=scaler,
             loss_scale=float(self.n) if sums else 1.0,
+            capture=net.bank if isinstance(net, NestedNet) else None,
         )
 
     def _load_data(self) -> tuple[EpochLoaders, DataSplit]:

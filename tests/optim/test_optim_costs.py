@@ -44,8 +44,12 @@ def stage_lists(net: Stack) -> list[list[nn.Parameter]]:
 
 
 def counted(net: Stack, x: torch.Tensor, strategy: str | None) -> DispatchCounter:
-    """Ops and syncs of the forward plus `fill_grad` (None: the bare per-stage backwards)."""
+    """Ops and syncs of the forward plus `fill_grad` (None: the bare per-stage backwards), in
+    a step after the first: the first builds the layout and its `.grad` views once."""
     stages = stage_lists(net)
+    active = 2 if strategy == "greedy" else None
+    if strategy is not None:
+        fill_grad(net.losses(x), stages, strategy, active_stage=active)
     with DispatchCounter() as counter:
         counter.mark(x, *net.parameters())
         losses = net.losses(x)
@@ -53,7 +57,7 @@ def counted(net: Stack, x: torch.Tensor, strategy: str | None) -> DispatchCounte
             for i, loss in enumerate(losses):
                 torch.autograd.grad(loss, stages[i], retain_graph=i < net.n - 1)
         else:
-            fill_grad(losses, stages, strategy, active_stage=2 if strategy == "greedy" else None)
+            fill_grad(losses, stages, strategy, active_stage=active)
     return counter
 
 
