@@ -179,6 +179,11 @@ class StageLayout:
         return [frozenset(s for s, p in enumerate(group) if id(p) in last) for group in self.stages]
 
     @cached_property
+    def stage_sizes(self) -> list[list[int]]:
+        """Per stage, the number of entries of each of its params."""
+        return [[p.numel() for p in group] for group in self.stages]
+
+    @cached_property
     def grad_dtype(self) -> torch.dtype:
         """The direction buffer's dtype: the params' one dtype, or the widest of several
         (`.grad` of the others is then a cast copy)."""

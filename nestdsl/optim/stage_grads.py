@@ -145,17 +145,20 @@ def fill_grad(
     return _combined(losses, layout, options, reduce, loss_scale, capture)
 
 
-_CACHE: list[tuple[object, StageLayout]] = []
+_CACHE: dict[object, StageLayout] = {}
+_CACHED_LAYOUTS = 4
+"""Layouts kept: a benchmark or a training loop alternating a few stage lists (or capturing
+and not) reuses each, with its `.grad` buffer, instead of rebuilding it every call."""
 
 
 def _layout(
     stage_params: Sequence[Sequence[torch.nn.Parameter]], captured: Sequence[Tensor]
 ) -> StageLayout:
-    """The layout of the last call when the stage lists (with their frozen flags and memory
+    """The layout of an earlier call when the stage lists (with their frozen flags and memory
     layouts) and the captured parameters are the same.
 
     A training loop passes the same lists every step; building the layout is a Python loop over
-    every parameter, a fixed per-step cost that the cache removes. The cached layout holds its
+    every parameter, a fixed per-step cost that the cache removes. A cached layout holds its
     parameters, so their ids cannot be reused by others while it is cached.
     """
     key = (
@@ -165,10 +168,12 @@ def _layout(
         ),
         tuple(map(id, captured)),
     )
-    if _CACHE and _CACHE[0][0] == key:
-        return _CACHE[0][1]
-    layout = StageLayout.build(stage_params, captured)
-    _CACHE[:] = [(key, layout)]
+    layout = _CACHE.get(key)
+    if layout is None:
+        layout = StageLayout.build(stage_params, captured)
+        if len(_CACHE) >= _CACHED_LAYOUTS:
+            del _CACHE[next(iter(_CACHE))]
+        _CACHE[key] = layout
     return layout
 
 
@@ -189,16 +194,14 @@ def _combined(
     (n, D) rows and one direction, not n per-parameter gradients besides.
     """
     n = len(losses)
-    rows: Tensor | None = None  # (n, D), allocated once the gradients' dtype is known
+    rows = None  # (n, D) in the gradients' dtype (autograd gives each its param's dtype)
+    if layout.params:
+        like = layout.params[0]
+        rows = torch.zeros(n, layout.width, dtype=layout.grad_dtype, device=like.device)
     for i in range(n):
-        if not losses[i].requires_grad:
+        if rows is None or not losses[i].requires_grad:
             continue
         found, flat = _stage_grads(losses[i], layout.stages[i], i < n - 1, capture)
-        if rows is None:
-            like = flat if flat is not None else next((g for g in found if g is not None), None)
-            if like is None:
-                continue
-            rows = torch.zeros(n, layout.width, dtype=like.dtype, device=like.device)
         _fill_row(rows[i], found, flat, layout, i)
         if reduce is not None:
             _reduce_row(rows[i], layout, i, reduce)
@@ -242,41 +245,41 @@ def _stage_grads(
 def _fill_row(
     row: Tensor, found: list[Tensor | None], flat: Tensor | None, layout: StageLayout, stage: int
 ) -> None:
-    """Copy one stage's gradient into its columns of `row` (D,): one gather of the flat
-    vector for the captured columns (those outside the stage zeroed), one op per run else."""
+    """Copy one stage's gradient into its columns of the zeroed `row` (D,): one gather of the
+    flat vector for the captured columns (those outside the stage zeroed), one op per run of
+    reached parameters else (columns of parameters the backward did not reach stay zero)."""
     captured = layout.captured
     if flat is not None:
         index = layout.gather_index(row.device)
         torch.index_select(_as(flat, row.dtype), 0, index, out=row[:captured])
         for start, stop in layout.blanks[stage]:
             row[start:stop].zero_()
-    lasts = layout.stage_last[stage]
+    lasts, sizes = layout.stage_last[stage], layout.stage_sizes[stage]
     for run in layout.runs[stage]:
-        pieces = [found[slot] for slot in run.slots]
-        if flat is not None and run.start < captured and all(g is None for g in pieces):
-            continue
-        if all(g is None for g in pieces):
-            row[run.start : run.stop].zero_()
-            continue
-        params = layout.stages[stage]
-        flats = [
-            _piece(g, params[slot], slot in lasts, row.dtype)
-            for g, slot in zip(pieces, run.slots, strict=True)
-        ]
-        target = row[run.start : run.stop]
-        if flat is not None and run.start < captured:  # the same param reached both ways
-            target.add_(torch.cat([g.reshape(-1) for g in flats]))
-        else:
-            torch._chunk_cat(flats, 0, 1, out=target.view(1, -1))
+        add = flat is not None and run.start < captured  # a param reached both ways
+        begin = at = run.start
+        pieces: list[Tensor] = []
+        for slot in run.slots:
+            g = found[slot]
+            if g is None:
+                _put(row, begin, at, pieces, add)
+                pieces, begin = [], at + sizes[slot]
+            else:
+                g = _as(g, row.dtype)
+                pieces.append(flatten(g, True) if slot in lasts else g)
+            at += sizes[slot]
+        _put(row, begin, at, pieces, add)
 
 
-def _piece(g: Tensor | None, p: Tensor, last: bool, dtype: torch.dtype) -> Tensor:
-    """One param's gradient as its columns hold it: in the param's memory order, zeros where
-    the backward did not reach it."""
-    if g is None:
-        return torch.zeros((), dtype=dtype, device=p.device).expand(p.numel())
-    g = _as(g, dtype)
-    return flatten(g, True) if last else g  # `_chunk_cat` flattens it (no op per param)
+def _put(row: Tensor, start: int, stop: int, pieces: list[Tensor], add: bool) -> None:
+    """Columns [start, stop) of `row` from `pieces` in one op (`_chunk_cat` flattens them)."""
+    if not pieces:
+        return
+    target = row[start:stop]
+    if add:
+        target.add_(torch.cat([g.reshape(-1) for g in pieces]))
+    else:
+        torch._chunk_cat(pieces, 0, 1, out=target.view(1, -1))
 
 
 def _reduce_row(row: Tensor, layout: StageLayout, stage: int, reduce: Reduce) -> None:
