@@ -17,6 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 import nestdsl
+from nestdsl.optim import fill_grad
 from nestdsl.train import train
 from nestdsl.train.config import make_config
 
@@ -85,6 +86,30 @@ def test_the_weight_bank_gathers_on_the_gpu_what_the_layers_assemble() -> None:
     for grad, ref, p in zip(grads, ref_grads, net.parameters(), strict=True):
         assert grad is not None and ref is not None
         assert close(grad, ref) and grad.stride() == p.stride()
+
+
+@pytest.mark.usefixtures("exact_float32")
+@pytest.mark.parametrize("strategy", ["sgd", "osgd", "osgd-norm"])
+def test_fill_grad_captures_the_bank_gradient_on_the_gpu(strategy: str) -> None:
+    """Training's step on CUDA (bf16 autocast, channels_last, the joint graph): the bank's
+    gradient captured as one flat vector gives the `.grad` of a gradient per parameter."""
+    torch.manual_seed(0)
+    net = nestdsl.compile(nestdsl.load(ROOT / "specs" / "digits_width_depth.nest")).cuda()
+    net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    x = torch.randn(8, *net.input_shape, device="cuda")
+    x = x.contiguous(memory_format=torch.channels_last)
+    stages = [net.stage_parameters(k) for k in range(1, net.num_stages + 1)]
+    assert net.bank.assemble("cuda")  # the joint pass gathers, so there is a gradient to capture
+    runs = []
+    for capture in (True, False):
+        net.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            losses = [out.float().square().mean() for out in net(x)]
+        fill_grad(losses, stages, strategy, capture=net.bank if capture else None)
+        runs.append([None if p.grad is None else p.grad.clone() for p in net.parameters()])
+    for mine, theirs, p in zip(*runs, net.parameters(), strict=True):
+        assert mine is not None and theirs is not None
+        assert close(mine, theirs) and mine.stride() == p.stride()
 
 
 @pytest.mark.parametrize("strategy", ["sgd", "osgd"])
