@@ -96,6 +96,20 @@ def test_the_bank_gives_what_the_layers_assemble(path: Path) -> None:
         assert all(torch.equal(a, b) for a, b in zip(grads, ref_grads, strict=True))
 
 
+@pytest.mark.parametrize("name", ["digits_width", "digits_width_depth", "digits_se_width"])
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_inference_without_autograd_gathers_the_same_pieces(name: str, mode: Any) -> None:
+    """Without autograd the bank gathers directly, not through its autograd Function."""
+    net = compiled(DIGITS / f"{name}.nest").eval()
+    x = torch.randn(2, *net.input_shape)
+    outputs = {}
+    for bank in (True, False):
+        with mode(), net.bank.gathering(bank, "cpu"):
+            assert gathered(net, x) == bank
+            outputs[bank] = net(x)
+    assert all(torch.equal(a, b) for a, b in zip(outputs[True], outputs[False], strict=True))
+
+
 @pytest.mark.parametrize("name", ["digits_width", "digits_mobilenet_width", "digits_se_width"])
 def test_training_mode_and_accumulated_gradients(name: str) -> None:
     """``.grad`` from ``backward`` (BatchNorm on batch statistics): the same gradients, each

@@ -324,7 +324,10 @@ class WeightBank:
         if plan is None:
             plan = self._plans[key] = self._plan(pieces, params, flat)
         low = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
-        tensors = _Assemble.apply(flat, plan, low, self._sink, *params)
+        if torch.is_grad_enabled():
+            tensors = _Assemble.apply(flat, plan, low, self._sink, *params)
+        else:  # no graph to record: the gather alone (`apply` costs about 1 µs per input)
+            tensors = plan.split(flat.index_select(0, plan.gather), low)
         return {layer: tensors[first:stop] for layer, first, stop in plan.spans}
 
     def _plan(
