@@ -321,11 +321,14 @@ def test_captured_gradients_give_fill_grad_the_same_direction(name: str, strateg
 
 @pytest.mark.parametrize("strategy", ["sgd", "osgd-norm"])
 def test_capturing_keeps_reduction_loss_scale_and_layout(strategy: str) -> None:
-    """With a reduce hook, a GradScaler's scale and channels_last parameters."""
-    net = compiled(DIGITS / "digits_width_depth.nest").to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    x = torch.randn(4, *net.input_shape).contiguous(memory_format=torch.channels_last)
+    """With a reduce hook, a GradScaler's scale and channels_last parameters (converted after
+    a first step, so the layout cached for their old memory must not be reused)."""
+    net = compiled(DIGITS / "digits_width_depth.nest")
     scale = None if strategy == "sgd" else torch.tensor(8.0)
     options = {"reduce": lambda flat: flat * 0.5, "loss_scale": scale}
+    filled(net, torch.randn(4, *net.input_shape), strategy, True, **options)
+    net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    x = torch.randn(4, *net.input_shape).contiguous(memory_format=torch.channels_last)
     mine, theirs = (filled(net, x, strategy, capture, **options) for capture in (True, False))
     for p, a, b in zip(net.parameters(), mine, theirs, strict=True):
         assert a is not None and b is not None

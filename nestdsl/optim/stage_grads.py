@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
@@ -154,19 +155,20 @@ and not) reuses each, with its `.grad` buffer, instead of rebuilding it every ca
 def _layout(
     stage_params: Sequence[Sequence[torch.nn.Parameter]], captured: Sequence[Tensor]
 ) -> StageLayout:
-    """The layout of an earlier call when the stage lists (with their frozen flags and memory
-    layouts) and the captured parameters are the same.
+    """The layout of an earlier call when the stage lists (with their frozen flags) and the
+    captured parameters (where they lie in memory) are the same.
 
     A training loop passes the same lists every step; building the layout is a Python loop over
-    every parameter, a fixed per-step cost that the cache removes. A cached layout holds its
-    parameters, so their ids cannot be reused by others while it is cached.
+    every parameter, a fixed per-step cost that the cache removes, and the key is built by
+    ``map`` at C speed. A captured parameter given a new layout gets new memory (the bank
+    reties), and with it a new layout of its columns; other parameters' columns follow the
+    memory order they had when the layout was built, which stays consistent if that changes.
+    A cached layout holds its parameters, so their ids cannot be reused while it is cached.
     """
     key = (
-        tuple(
-            tuple((id(p), p.requires_grad, p.is_contiguous()) for p in group)
-            for group in stage_params
-        ),
-        tuple(map(id, captured)),
+        tuple(tuple(map(id, group)) for group in stage_params),
+        tuple(tuple(map(_REQUIRES_GRAD, group)) for group in stage_params),
+        tuple(map(Tensor.data_ptr, captured)),
     )
     layout = _CACHE.get(key)
     if layout is None:
@@ -175,6 +177,9 @@ def _layout(
             del _CACHE[next(iter(_CACHE))]
         _CACHE[key] = layout
     return layout
+
+
+_REQUIRES_GRAD = operator.attrgetter("requires_grad")
 
 
 # --- per-task gradients, combined -------------------------------------------------------------
