@@ -195,8 +195,8 @@ class StageLayout:
         cached = self._gathers.get(device)
         if cached is None:
             parts = [torch.arange(start, start + size) for start, size in self.sources]
-            cached = torch.cat(parts).to(device) if parts else torch.zeros(0, dtype=torch.long)
-            self._gathers[device] = cached
+            whole = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+            cached = self._gathers[device] = whole.to(device)
         return cached
 
     def grad_views(self, device: torch.device, dtype: torch.dtype) -> GradViews:

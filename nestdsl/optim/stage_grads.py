@@ -330,15 +330,13 @@ def _host_gram(rows: Tensor | None, n: int, loss_scale: Tensor | None) -> Matrix
 
 def _write(layout: StageLayout, rows: Tensor | None, coefficients: Coefficients) -> None:
     """`.grad[p] = Σ_i c_i g_i[p]`: one multiply-add per stage over every column at once (a
-    stage's row is zero outside its params), NormSGD's per-pattern average one scaling per
-    pattern's column range; written into one buffer whose views become the `.grad`s.
+    stage's row is zero outside its params), NormSGD's per-membership average one multiply
+    by a per-column scale; written into one buffer whose views become the `.grad`s.
 
     Sums run in at least float32 (float64 for coefficients beyond the float32 range) and are
     stored in the params' dtype.
     """
-    if rows is None:
-        for p in layout.params:
-            p.grad = torch.zeros_like(p)
+    if rows is None:  # no params
         return
     views = layout.grad_views(rows.device, layout.grad_dtype)
     importances = coefficients.importances
