@@ -274,6 +274,35 @@ def test_under_autocast_the_bank_casts_what_the_convolutions_would(name: str) ->
     }
 
 
+@pytest.mark.parametrize("low", [None, torch.bfloat16])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_the_pieces_gradients_join_in_gather_order(low: torch.dtype | None, layout: Any) -> None:
+    """``_Gather.join``: each piece's gradient in its memory order, zeros for a piece without
+    one, the autocast pieces' lower precision promoted (the backward's first step)."""
+    net = compiled(DIGITS / "digits_width_depth.nest").to(memory_format=layout)  # type: ignore[call-overload]
+    with net.bank.gathering(True, "cpu"):
+        net.bank.assemble("cpu")
+    plan = next(iter(net.bank._plans.values()))
+    torch.manual_seed(0)
+    grads: list[torch.Tensor | None] = [None] * len(plan.order)
+    for position, index in enumerate(plan.order):
+        dtype = low if low is not None and position < plan.low else torch.float32
+        shape = plan.shapes[position]
+        grad = torch.randn(shape).to(dtype)
+        if plan.channels_last[position]:
+            grad = grad.contiguous(memory_format=torch.channels_last)
+        grads[index] = None if position % 5 == 3 else grad
+    joined = plan.join(grads, torch.zeros(1), torch.float32, low)
+    expected = torch.cat(
+        [
+            torch.zeros(size) if grads[index] is None else flatten(grads[index], last).float()  # type: ignore[arg-type]
+            for index, size, last in zip(plan.order, plan.sizes, plan.channels_last, strict=True)
+        ]
+    )
+    assert any(plan.channels_last) == (layout is torch.channels_last)
+    assert joined.dtype == torch.float32 and torch.equal(joined, expected)
+
+
 # --- the bank's gradient handed over as one flat vector (fill_grad's ``capture``) ----------
 
 FILLED = ("sgd", "sgd-norm", "osgd", "osgd-norm")

@@ -170,17 +170,42 @@ class _Gather:
         chunks = flat.split(self.param_sizes)
         return tuple(map(unflatten, chunks, self.param_shapes, self.param_channels_last))
 
-    def join(self, grads: Sequence[Tensor | None], like: Tensor) -> Tensor:
+    def join(
+        self,
+        grads: Sequence[Tensor | None],
+        like: Tensor,
+        dtype: torch.dtype,
+        low: torch.dtype | None,
+    ) -> Tensor:
         """The pieces' gradients (piece order) as one vector in ``gather``'s order, zeros
-        where None; lower-precision gradients are promoted by the concatenation."""
+        where None: one ``_chunk_cat`` per dtype (it flattens each piece, a permuted
+        channels-last one in memory order). The gradients are in ``dtype`` (the flat
+        tensor's), except under autocast (``low``) those of the first ``self.low`` pieces,
+        in that dtype; the last concatenation promotes them. ``like``: their device."""
         ordered = [grads[index] for index in self.order]
-        missing = [size for grad, size in zip(ordered, self.sizes, strict=True) if grad is None]
-        zeros = like.new_zeros(max(missing)) if missing else like  # one for every missing piece
-        flat = [
-            zeros[:size] if grad is None else flatten(grad, last)
-            for grad, size, last in zip(ordered, self.sizes, self.channels_last, strict=True)
+        split = self.low if low is not None else 0
+        groups = [(split, len(ordered), dtype)]
+        if low is not None and split:
+            groups.insert(0, (0, split, low))
+        parts = [
+            self._chunk(ordered, first, stop, like.new_zeros((), dtype=kind))
+            for first, stop, kind in groups
+            if stop > first
         ]
-        return flat[0] if len(flat) == 1 else torch.cat(flat)
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def _chunk(self, ordered: list[Tensor | None], first: int, stop: int, zero: Tensor) -> Tensor:
+        """Pieces [first, stop) (gather order), all of ``zero``'s dtype, as one vector."""
+        pieces = [
+            zero.expand(size) if grad is None else grad.permute(0, 2, 3, 1) if last else grad
+            for grad, size, last in zip(
+                ordered[first:stop],
+                self.sizes[first:stop],
+                self.channels_last[first:stop],
+                strict=True,
+            )
+        ]
+        return torch._chunk_cat(pieces, 0, 1).view(-1)
 
 
 @dataclass(eq=False)
@@ -199,7 +224,7 @@ class _Assemble(torch.autograd.Function):
     def forward(
         ctx: Any, flat: Tensor, plan: _Gather, low: torch.dtype | None, sink: _Sink, *params: Tensor
     ) -> tuple[Tensor, ...]:
-        ctx.plan, ctx.dtype, ctx.sink = plan, flat.dtype, sink
+        ctx.plan, ctx.dtype, ctx.low, ctx.sink = plan, flat.dtype, low, sink
         ctx.set_materialize_grads(False)
         return plan.split(flat.index_select(0, plan.gather), low)
 
@@ -207,7 +232,8 @@ class _Assemble(torch.autograd.Function):
     def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
         plan: _Gather = ctx.plan
         like = next(grad for grad in grads if grad is not None)
-        whole = plan.join(grads, like).to(ctx.dtype).index_select(0, plan.scatter)  # flat order
+        whole = plan.join(grads, like, ctx.dtype, ctx.low).to(ctx.dtype)
+        whole = whole.index_select(0, plan.scatter)  # flat order
         needed = ctx.needs_input_grad[4:]
         if ctx.sink.flat is not None:
             ctx.sink.flat.append(whole)
