@@ -3,7 +3,9 @@
 Paths (medians over repeats; within a repeat every path runs once, in a rotating order, so
 that noise on a shared machine hits them alike):
 
-- train steps (forward + backward of every stage's loss): joint execution with the dense
+- train steps (forward + backward of every stage's loss; for nestdsl's network the step
+  ``nestdsl train --strategy sgd`` runs: ``fill_grad`` after the joint pass, the weight bank's
+  gradient captured, see ``training_step``): joint execution with the dense
   weight, block-wise (one convolution per stripe, no pruned zeros), ``auto`` (the per-layer
   choice the compiler makes), ``auto`` with the other way of assembling weights than the
   device's default (the weight bank's one gather on a CPU, per-layer assembly on a GPU), and
@@ -53,6 +55,7 @@ from nestdsl.compiler.assembly import PER_LAYER_DEVICES
 from nestdsl.cost import stage_costs, unit_flops
 from nestdsl.evaluate.graphs import GraphedAnytime
 from nestdsl.ir.model import NestIR
+from nestdsl.optim import fill_grad
 from nestdsl.profiling import DispatchCounter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,6 +162,18 @@ def with_assembly(
     return run
 
 
+def training_step(net: nestdsl.NestedNet, x: torch.Tensor) -> Callable[[], None]:
+    """Training's joint step with ``sgd``: every stage's loss from one joint pass, then
+    ``fill_grad`` (one backward, the weight bank's gradient captured where it gathers)."""
+    stages = [net.stage_parameters(k) for k in range(1, net.num_stages + 1)]
+
+    def step() -> None:
+        losses = [out.float().logsumexp(1).mean() for out in net(x)]
+        fill_grad(losses, stages, "sgd", capture=net.bank)
+
+    return step
+
+
 def assembly_paths(
     net: nestdsl.NestedNet, evaluated: nestdsl.NestedNet, x: torch.Tensor
 ) -> list[Path_]:
@@ -166,7 +181,7 @@ def assembly_paths(
     default (``compiler.assembly``): the weight bank on a CPU, per-layer assembly elsewhere."""
     gather = x.device.type in PER_LAYER_DEVICES
     name = "joint auto, weight bank" if gather else "joint auto, per-layer assembly"
-    train = with_execution(net, "auto", train_step(net, x))
+    train = with_execution(net, "auto", training_step(net, x))
     infer = with_execution(evaluated, "auto", infer_step(evaluated, x))
     return [
         Path_("train", name, with_assembly(net, gather, x.device, train)),
@@ -187,7 +202,7 @@ def paths(
     evaluated.load_state_dict(net.state_dict())
     net.to(device), evaluated.to(device)
     result = [
-        Path_("train", f"joint {mode}", with_execution(net, mode, train_step(net, x)))
+        Path_("train", f"joint {mode}", with_execution(net, mode, training_step(net, x)))
         for mode in ("dense", "blockwise", "auto")
     ]
     assembly = assembly_paths(net, evaluated, x) if net.bank.layers else []
