@@ -53,7 +53,7 @@ from torch import nn
 import nestdsl
 from nestdsl.compiler.assembly import PER_LAYER_DEVICES
 from nestdsl.cost import stage_costs, unit_flops
-from nestdsl.evaluate.graphs import GraphedAnytime
+from nestdsl.evaluate.graphs import GraphedAnytime, GraphedCall
 from nestdsl.ir.model import NestIR
 from nestdsl.optim import fill_grad
 from nestdsl.profiling import DispatchCounter
@@ -230,24 +230,13 @@ def paths(
 
 
 def graphed_call(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
-    """``module(x)`` captured as one CUDA graph (after warm-up passes on a side stream); the
-    step copies ``x`` into the captured input and replays, as a server would per batch."""
-    static = x.clone()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.no_grad(), torch.cuda.stream(side):
-        for _ in range(2):
-            module(static)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.no_grad(), torch.cuda.graph(graph):
-        module(static)
+    """``module(x)`` captured as one CUDA graph (``GraphedCall``); the step copies ``x`` into
+    the captured input and replays, as a server would per batch."""
+    graphed = GraphedCall(module, x)
 
     def step() -> None:
-        static.copy_(x)
-        graph.replay()
+        graphed(x)
 
-    step.module = module  # type: ignore[attr-defined]  # the graph reads its weights' memory
     return step
 
 

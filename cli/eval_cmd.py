@@ -15,10 +15,12 @@ from rich.table import Table
 
 from nestdsl.cli.common import import_torch, user_errors
 from nestdsl.cli.model_options import (
+    CudaGraphsOption,
     DataOption,
     DeviceOption,
     TargetArgument,
     WeightsOption,
+    check_cuda_graphs,
     device_named,
     open_model,
 )
@@ -97,7 +99,8 @@ def _print(report: EvalReport, points: list[ExitPoint]) -> None:
         console = Console(highlight=False, width=160)
     console.print(
         f"{report.network} ({report.source}): {report.split} split, {report.examples} "
-        f"examples, device {report.device}, {report.repeats} repeats",
+        f"examples, device {report.device}, {report.repeats} repeats"
+        f"{', replayed from CUDA graphs' if report.cuda_graphs else ''}",
         style="bold",
     )
     console.print(_table(report))
@@ -124,6 +127,7 @@ def eval_command(
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timed runs per latency.")] = 20,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs first.")] = 3,
     device: DeviceOption = "auto",
+    cuda_graphs: CudaGraphsOption = False,
     exits: Annotated[
         list[int] | None,
         typer.Option(
@@ -143,12 +147,18 @@ def eval_command(
         from nestdsl.evaluate.exits import exit_curve
         from nestdsl.evaluate.report import EvalOptions, as_nested, evaluate_run
 
+        chosen = device_named(device)
+        check_cuda_graphs(cuda_graphs, device, chosen)
         model = open_model(target, weights, data)
         net = as_nested(model.net)
         datasets = model.datasets()
         scored = {Split.test: datasets.test, Split.val: datasets.val, Split.train: datasets.train}
         options = EvalOptions(
-            batches=(1, batch), repeats=repeats, warmup=warmup, device=device_named(device)
+            batches=(1, batch),
+            repeats=repeats,
+            warmup=warmup,
+            device=chosen,
+            cuda_graphs=cuda_graphs,
         )
         report = evaluate_run(
             net,

@@ -48,6 +48,26 @@ DeviceOption = Annotated[
 ]
 
 
+CudaGraphsOption = Annotated[
+    bool,
+    typer.Option(
+        "--cuda-graphs",
+        help="Replay each stage from a CUDA graph captured once (needs a CUDA device): "
+        "one launch per stage instead of one per kernel.",
+    ),
+]
+
+
+def check_cuda_graphs(cuda_graphs: bool, device: str, chosen: torch.device) -> None:
+    """--cuda-graphs without a CUDA device is a usage error (exit 2)."""
+    if cuda_graphs and chosen.type != "cuda":
+        raise typer.BadParameter(
+            f"CUDA graphs need a CUDA device, and --device {device} gives {chosen}: "
+            "add --device cuda, or leave out --cuda-graphs",
+            param_hint="'--cuda-graphs'",
+        )
+
+
 def open_model(target: Path, weights: Path | None, data: str | None) -> Model:
     """Load the network the arguments name (errors are NestErrors, for `user_errors`)."""
     from nestdsl.trained import load_model

@@ -11,10 +11,12 @@ import typer
 
 from nestdsl.cli.common import import_torch, user_errors
 from nestdsl.cli.model_options import (
+    CudaGraphsOption,
     DataOption,
     DeviceOption,
     TargetArgument,
     WeightsOption,
+    check_cuda_graphs,
     device_named,
     open_model,
 )
@@ -90,14 +92,7 @@ def run_command(
     weights: WeightsOption = None,
     data: DataOption = None,
     device: DeviceOption = "cpu",
-    cuda_graphs: Annotated[
-        bool,
-        typer.Option(
-            "--cuda-graphs",
-            help="Replay each stage from a CUDA graph captured once (needs a CUDA device): "
-            "one launch per stage instead of one per kernel.",
-        ),
-    ] = False,
+    cuda_graphs: CudaGraphsOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Serve a trained anytime network under a deadline or a FLOP budget, input by input."""
@@ -116,12 +111,7 @@ def run_command(
         split = model.datasets()
         images = read_inputs(inputs, Preprocessing(net.input_shape, split.mean, split.std))
         chosen = device_named(device)
-        if cuda_graphs and chosen.type != "cuda":
-            raise typer.BadParameter(
-                f"CUDA graphs need a CUDA device, and --device {device} gives {chosen}: "
-                "add --device cuda, or leave out --cuda-graphs",
-                param_hint="'--cuda-graphs'",
-            )
+        check_cuda_graphs(cuda_graphs, device, chosen)
         seconds = None if deadline_ms is None else deadline_ms / 1000
         budget = Budget(seconds=seconds, macs=flops)
         results = serve(net.to(chosen), images.images.to(chosen), budget, cuda_graphs=cuda_graphs)

@@ -235,3 +235,33 @@ def test_serving_with_cuda_graphs_answers_as_eager_serving(tmp_path: Path) -> No
     )
     assert served.exit_code == 0, served.output
     assert len(served.output.splitlines()) == 3
+    evaluated = runner.invoke(
+        app, ["eval", str(out), "--device", "cuda", "--cuda-graphs", "--repeats", "3", "--json"]
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    assert '"cuda_graphs": true' in evaluated.stdout
+
+
+@pytest.mark.usefixtures("exact_float32")
+def test_a_graphed_call_and_graphed_latencies_on_the_gpu() -> None:
+    """``GraphedCall`` replays what the module computes (and refuses another shape);
+    ``stage_latencies(..., cuda_graphs=True)`` times every stage, incremental and standalone."""
+    from nestdsl.evaluate.graphs import GraphedCall
+    from nestdsl.evaluate.latency import stage_latencies
+
+    torch.manual_seed(0)
+    net = nestdsl.compile(nestdsl.load(ROOT / "specs" / "digits_width_depth.nest")).cuda().eval()
+    x = torch.randn(4, *net.input_shape, device="cuda")
+    sub = net.subnetwork(2).cuda().eval()
+    graphed = GraphedCall(sub, x)
+    for _ in range(2):
+        y = torch.randn_like(x)
+        assert close(graphed(y), sub(y))
+    with pytest.raises(ValueError, match="capture again"):
+        graphed(x[:2])
+    for incremental in (True, False):
+        latencies = stage_latencies(
+            net, x, repeats=3, warmup=1, incremental=incremental, cuda_graphs=True
+        )
+        assert len(latencies) == net.num_stages
+        assert all(len(t.samples_ms) == 3 and min(t.samples_ms) > 0 for t in latencies)

@@ -5,7 +5,7 @@ The metrics are re-exported here so ``from nestdsl.evaluate import evaluate`` ke
 for the trainer and for user code written against the single-module version.
 """
 
-from nestdsl.evaluate.graphs import GraphedAnytime
+from nestdsl.evaluate.graphs import GraphedAnytime, GraphedCall
 from nestdsl.evaluate.latency import Latency, cumulative, stage_latencies
 from nestdsl.evaluate.metrics import (
     TOP_K,
@@ -19,6 +19,7 @@ from nestdsl.evaluate.metrics import (
 __all__ = [
     "TOP_K",
     "GraphedAnytime",
+    "GraphedCall",
     "Latency",
     "StageMetrics",
     "autocast",

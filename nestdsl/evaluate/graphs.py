@@ -1,4 +1,4 @@
-"""Anytime inference replayed from CUDA graphs: one graph per stage, captured once.
+"""Inference replayed from CUDA graphs: anytime stages (one graph each) or one module call.
 
 On a GPU an anytime stage is many small kernels, and launching them costs the host more than
 the device spends running them: at batch 1 nearly all of a stage's time is launches. A CUDA
@@ -16,16 +16,20 @@ What a capture fixes, and so what it cannot follow:
   (it ends the previous input's run: one input at a time).
 
 Outputs are copies, so a later replay never changes logits already handed out.
+
+``GraphedCall`` captures one call of a module (``NestedNet.subnetwork(k)``, or a joint pass
+with its list of logits) the same way, so that a standalone D_k is timed on the same terms as
+a replayed stage.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from nestdsl.compiler.network import NestedNet
@@ -52,10 +56,7 @@ class GraphedAnytime:
     """
 
     def __init__(self, net: NestedNet, example: Tensor, *, warmup: int = 2):
-        if example.device.type != "cuda":
-            raise ValueError(
-                f"CUDA graphs need the network and input on a CUDA device, got {example.device}"
-            )
+        _require_cuda(example)
         self.net = net
         self.ir: NestIR = net.ir
         self.num_stages = net.num_stages
@@ -68,7 +69,7 @@ class GraphedAnytime:
         net.eval()
         try:
             with torch.no_grad():
-                self._warm_up(warmup)
+                _warm_up(self._stages, self._input, warmup)
                 self._graphs, self._outputs = self._capture()
         finally:
             net.train(was_training)  # the graphs replay eval mode whatever the net does next
@@ -90,14 +91,9 @@ class GraphedAnytime:
         some 500 tensors for a CIFAR-size ResNet)."""
         return tuple(map(Tensor.data_ptr, self._tensors))
 
-    def _warm_up(self, passes: int) -> None:
-        side = torch.cuda.Stream(self._input.device)
-        side.wait_stream(torch.cuda.current_stream(self._input.device))
-        with torch.cuda.stream(side):
-            for _ in range(passes):
-                for _ in self.net.anytime(self._input):
-                    pass
-        torch.cuda.current_stream(self._input.device).wait_stream(side)
+    def _stages(self, x: Tensor) -> None:
+        for _ in self.net.anytime(x):
+            pass
 
     def _capture(self) -> tuple[list[torch.cuda.CUDAGraph], list[Tensor]]:
         """One graph per stage, in stage order, sharing one memory pool: stage k's graph
@@ -114,11 +110,7 @@ class GraphedAnytime:
 
     def start(self, x: Tensor) -> GraphedState:
         """Take ``x`` (the captured shape, dtype and device) as the input of the next stages."""
-        if x.shape != self._input.shape or x.dtype != self._input.dtype:
-            raise ValueError(
-                f"captured for inputs {tuple(self._input.shape)} {self._input.dtype}, got "
-                f"{tuple(x.shape)} {x.dtype}: capture again for this shape"
-            )
+        _check_input(self._input, x)
         if self._where() != self._addresses:
             raise RuntimeError(
                 "the network's parameters or buffers moved to new memory since the capture "
@@ -143,3 +135,68 @@ class GraphedAnytime:
         state = self.start(x)
         for _ in range(self.num_stages):
             yield self.advance(state)
+
+
+class GraphedCall:
+    """``module(example)`` ([B, C, H, W] on a CUDA device) captured as one CUDA graph, in eval
+    mode without autograd. Calling it with an input of the captured shape, dtype and device
+    copies the input in, replays, and returns a copy of the output (a tensor, or a list of
+    them). Like ``GraphedAnytime``,
+    it replays the memory the module's tensors had at the capture and refuses once they moved.
+    """
+
+    def __init__(self, module: nn.Module, example: Tensor, *, warmup: int = 2):
+        _require_cuda(example)
+        self.module = module  # the graph reads its weights' memory: keep them alive
+        self._input = example.detach().clone()
+        self._tensors = [*module.parameters(), *module.buffers()]
+        self._addresses = tuple(map(Tensor.data_ptr, self._tensors))
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.no_grad():
+                _warm_up(module, self._input, warmup)
+                self._graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self._graph):
+                    self._output = module(self._input)
+        finally:
+            module.train(was_training)
+
+    def __call__(self, x: Tensor) -> Tensor | list[Tensor]:
+        _check_input(self._input, x)
+        if tuple(map(Tensor.data_ptr, self._tensors)) != self._addresses:
+            raise RuntimeError(
+                "the module's parameters or buffers moved to new memory since the capture: "
+                "capture again"
+            )
+        self._input.copy_(x)
+        self._graph.replay()
+        if isinstance(self._output, Tensor):
+            return self._output.clone()
+        return [out.clone() for out in self._output]
+
+
+def _require_cuda(example: Tensor) -> None:
+    if example.device.type != "cuda":
+        raise ValueError(
+            f"CUDA graphs need the network and input on a CUDA device, got {example.device}"
+        )
+
+
+def _check_input(captured: Tensor, x: Tensor) -> None:
+    if x.shape != captured.shape or x.dtype != captured.dtype:
+        raise ValueError(
+            f"captured for inputs {tuple(captured.shape)} {captured.dtype}, got "
+            f"{tuple(x.shape)} {x.dtype}: capture again for this shape"
+        )
+
+
+def _warm_up(run: Callable[[Tensor], object], x: Tensor, passes: int) -> None:
+    """``passes`` eager runs on a side stream, so that one-off work (kernel selection, cached
+    views) happens before a capture and is not recorded."""
+    side = torch.cuda.Stream(x.device)
+    side.wait_stream(torch.cuda.current_stream(x.device))
+    with torch.cuda.stream(side):
+        for _ in range(passes):
+            run(x)
+    torch.cuda.current_stream(x.device).wait_stream(side)

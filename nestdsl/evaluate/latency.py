@@ -6,6 +6,10 @@ stage k once stages 1..k-1 have run (``net.start`` / ``net.advance`` on the same
 cost of ``net.subnetwork(k)`` run alone, the network one would deploy if only stage k were
 wanted. Both are timed per repeat, after warm-up runs, with the device synchronised before each
 clock read, because an asynchronous GPU would otherwise be timed at kernel launch.
+
+On a GPU, ``cuda_graphs=True`` times both replayed from CUDA graphs (``graphs.py``): each
+stage and each D_k then costs one launch, the latency a deployment that captures its stages
+would see, instead of eager execution's launch per kernel.
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import Tensor
 
+from nestdsl.evaluate.graphs import GraphedAnytime, GraphedCall
+
 if TYPE_CHECKING:
     from nestdsl.compiler.network import NestedNet
+    from nestdsl.ir import NestIR
 
 
 class Modal(Protocol):
@@ -46,6 +53,21 @@ _SYNC: dict[str, Callable[[torch.device], None]] = {
     "mps": lambda _device: torch.mps.synchronize(),
 }
 """Device types whose kernels run asynchronously, and how to wait for them."""
+
+
+class Stages(Modal, Protocol):
+    """What anytime execution runs (the runtime, incremental latency): a ``NestedNet``, or
+    its stages captured as CUDA graphs (``graphs.GraphedAnytime``)."""
+
+    ir: NestIR
+    num_stages: int
+    stage_labels: tuple[str, ...]
+
+    def start(self, x: Tensor) -> Any: ...
+
+    def advance(self, state: Any) -> Tensor: ...
+
+    def anytime(self, x: Tensor) -> Iterator[Tensor]: ...
 
 
 def synchronize(device: torch.device) -> None:
@@ -101,6 +123,7 @@ def stage_latencies(
     repeats: int = 20,
     warmup: int = 3,
     incremental: bool = True,
+    cuda_graphs: bool = False,
     clock: Clock = time.perf_counter,
 ) -> list[Latency]:
     """One :class:`Latency` per stage for input ``x`` ([B, C, H, W], on the device to time).
@@ -109,13 +132,16 @@ def stage_latencies(
     per repeat, then ``net.advance`` per stage); ``incremental=False`` times the standalone
     ``net.subnetwork(k)`` on ``x``. ``warmup`` untimed runs precede the ``repeats`` timed
     ones, so one-off costs (allocator growth, kernel selection) stay out of the samples.
+    ``cuda_graphs=True`` (``x`` on a CUDA device) captures the stages, or each D_k, first and
+    times their replays.
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
     with inference(net):
         if incremental:
-            return _incremental(net, x, repeats, warmup, clock)
-        return _standalone(net, x, repeats, warmup, clock)
+            stages = GraphedAnytime(net, x) if cuda_graphs else net
+            return _incremental(stages, x, repeats, warmup, clock)
+        return _standalone(net, x, repeats, warmup, clock, cuda_graphs)
 
 
 def cumulative(latencies: list[Latency]) -> list[Latency]:
@@ -156,9 +182,7 @@ def _timed(work: Callable[[], object], device: torch.device, clock: Clock) -> fl
     return (clock() - start) * 1000.0
 
 
-def _incremental(
-    net: NestedNet, x: Tensor, repeats: int, warmup: int, clock: Clock
-) -> list[Latency]:
+def _incremental(net: Stages, x: Tensor, repeats: int, warmup: int, clock: Clock) -> list[Latency]:
     samples: list[list[float]] = [[] for _ in range(net.num_stages)]
     for run in range(warmup + repeats):
         state = net.start(x)
@@ -170,13 +194,14 @@ def _incremental(
 
 
 def _standalone(
-    net: NestedNet, x: Tensor, repeats: int, warmup: int, clock: Clock
+    net: NestedNet, x: Tensor, repeats: int, warmup: int, clock: Clock, cuda_graphs: bool
 ) -> list[Latency]:
     reference = next(net.parameters())
     latencies: list[Latency] = []
     for k in range(1, net.num_stages + 1):
         sub = net.subnetwork(k).to(device=reference.device, dtype=reference.dtype).eval()
+        run = GraphedCall(sub, x) if cuda_graphs else sub
         latencies.append(
-            measure(partial(sub, x), x.device, repeats=repeats, warmup=warmup, clock=clock)
+            measure(partial(run, x), x.device, repeats=repeats, warmup=warmup, clock=clock)
         )
     return latencies

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -38,6 +39,8 @@ class EvalOptions:
     repeats: int = 20
     warmup: int = 3
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    cuda_graphs: bool = False
+    """Time stages and standalone D_k replayed from CUDA graphs (a CUDA ``device`` only)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class EvalReport:
     device: str
     repeats: int
     stages: tuple[StageReport, ...]
+    cuda_graphs: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -113,6 +117,7 @@ class EvalReport:
             "examples": self.examples,
             "device": self.device,
             "repeats": self.repeats,
+            "cuda_graphs": self.cuda_graphs,
             "stages": [stage.as_json() for stage in self.stages],
         }
 
@@ -147,10 +152,13 @@ def sample_batch(dataset: Dataset[tuple[Tensor, Tensor]], size: int) -> Tensor:
     return torch.stack([dataset[i % count][0] for i in range(size)])
 
 
-def time_stages(net: NestedNet, x: Tensor, repeats: int, warmup: int) -> list[StageTiming]:
+def time_stages(
+    net: NestedNet, x: Tensor, repeats: int, warmup: int, cuda_graphs: bool = False
+) -> list[StageTiming]:
     """Incremental, until-ready and standalone latency of every stage for the batch ``x``."""
-    incremental = stage_latencies(net, x, repeats=repeats, warmup=warmup)
-    standalone = stage_latencies(net, x, repeats=repeats, warmup=warmup, incremental=False)
+    timed = partial(stage_latencies, net, x, repeats=repeats, warmup=warmup)
+    incremental = timed(cuda_graphs=cuda_graphs)
+    standalone = timed(incremental=False, cuda_graphs=cuda_graphs)
     return [
         StageTiming(x.shape[0], inc, until, alone)
         for inc, until, alone in zip(incremental, cumulative(incremental), standalone, strict=True)
@@ -172,8 +180,16 @@ def evaluate_run(
     metrics = evaluate(net, loader, device)
     one = sample_batch(dataset, 1).to(device)
     counted = counted_macs(net, one)
+    if options.cuda_graphs and device.type != "cuda":
+        raise ValueError(f"CUDA graphs need a CUDA device, got {device}")
     timings = [
-        time_stages(net, sample_batch(dataset, b).to(device), options.repeats, options.warmup)
+        time_stages(
+            net,
+            sample_batch(dataset, b).to(device),
+            options.repeats,
+            options.warmup,
+            options.cuda_graphs,
+        )
         for b in _unique(options.batches)
     ]
     costs = stage_costs(net.ir)
@@ -197,6 +213,7 @@ def evaluate_run(
         device=str(device),
         repeats=options.repeats,
         stages=stages,
+        cuda_graphs=options.cuda_graphs,
     )
 
 

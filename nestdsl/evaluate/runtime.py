@@ -13,30 +13,14 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-from nestdsl.evaluate.latency import Clock, Modal, inference, synchronize
+from nestdsl.evaluate.latency import Clock, Stages, inference, synchronize
 
 if TYPE_CHECKING:
     from nestdsl.compiler.network import NestedNet
-    from nestdsl.ir import NestIR
-
-
-class Stages(Modal, Protocol):
-    """What the runtime runs: a ``NestedNet``, or its stages captured as CUDA graphs
-    (``evaluate.graphs.GraphedAnytime``)."""
-
-    ir: NestIR
-    num_stages: int
-    stage_labels: tuple[str, ...]
-
-    def start(self, x: Tensor) -> Any: ...
-
-    def advance(self, state: Any) -> Tensor: ...
-
-    def anytime(self, x: Tensor) -> Iterator[Tensor]: ...
 
 
 @dataclass(frozen=True)

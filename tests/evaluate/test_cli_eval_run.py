@@ -30,6 +30,7 @@ def test_eval_table_and_json(tiny_run) -> None:
     assert result.exit_code == 0, result.output
     document = json.loads(result.output)
     assert document["split"] == "val" and len(document["stages"]) == 3
+    assert document["cuda_graphs"] is False
     assert set(document["stages"][2]["latency"]) == {"1", "2"}
     (point,) = document["exits"]
     assert point["target_macs"] == 1 and point["exits"][0] == document["examples"]
@@ -40,6 +41,9 @@ def test_eval_errors(tiny_run) -> None:
     assert invoke("eval", spec, *FAST).exit_code == 1  # a spec needs --weights (E910)
     missing = invoke("eval", tiny_run, "--split", "nope")
     assert missing.exit_code == 2
+    graphs = invoke("eval", tiny_run, *FAST, "--cuda-graphs")
+    assert graphs.exit_code == 2
+    assert "CUDA graphs need a CUDA device" in graphs.output
     with_weights = invoke(
         "eval", spec, "--weights", tiny_run / "final.pt", "--data", "synthetic:64", *FAST, "--json"
     )

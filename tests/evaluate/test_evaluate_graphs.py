@@ -11,7 +11,8 @@ import torch
 
 import nestdsl
 from nestdsl.compiler.network import NestedNet
-from nestdsl.evaluate.graphs import GraphedAnytime
+from nestdsl.evaluate.graphs import GraphedAnytime, GraphedCall
+from nestdsl.evaluate.latency import stage_latencies
 from nestdsl.evaluate.runtime import Budget, serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "train"))
@@ -27,6 +28,17 @@ def test_a_capture_needs_a_cuda_input(net: NestedNet) -> None:
     x = torch.zeros(1, *net.input_shape)
     with pytest.raises(ValueError, match="CUDA graphs need the network and input on a CUDA"):
         GraphedAnytime(net, x)
+    with pytest.raises(ValueError, match="CUDA graphs need the network and input on a CUDA"):
+        GraphedCall(net.subnetwork(1), x)
+
+
+@pytest.mark.parametrize("incremental", [True, False])
+def test_graphed_latency_on_the_cpu_is_refused(net: NestedNet, incremental: bool) -> None:
+    x = torch.zeros(2, *net.input_shape)
+    net.train()
+    with pytest.raises(ValueError, match="CUDA device"):
+        stage_latencies(net, x, repeats=1, warmup=0, incremental=incremental, cuda_graphs=True)
+    assert net.training  # the mode is restored after the refusal
 
 
 def test_serving_with_cuda_graphs_on_the_cpu_is_refused(net: NestedNet) -> None:
