@@ -82,41 +82,10 @@ class StageLayout:
         """The layout of `stage_params`; `captured`, in their flat vector's order, are the
         params whose gradients arrive as that vector (those of no stage are left out)."""
         stages = [_distinct_trainable(group) for group in stage_params]
-        index: dict[int, int] = {}
-        params: list[torch.nn.Parameter] = []
-        members: list[list[int]] = []
-        slots: list[list[int]] = []
-        for i, group in enumerate(stages):
-            for slot, p in enumerate(group):
-                if id(p) not in index:
-                    index[id(p)] = len(params)
-                    params.append(p)
-                    members.append([])
-                    slots.append([])
-                at = index[id(p)]
-                members[at].append(i)
-                slots[at].append(slot)
+        params, members, slots, index = _memberships(stages)
         dims = [sum(p.numel() for p in group) for group in stages]
-        positions = _flat_positions(captured)
-        order = sorted(
-            range(len(params)),
-            key=lambda at: (
-                id(params[at]) not in positions,
-                members[at],
-                _where(params[at], positions),
-            ),
-        )
-        columns = [0] * len(params)
-        width = 0
-        sources = []
-        for at in order:
-            columns[at] = width
-            width += params[at].numel()
-            if id(params[at]) in positions:
-                sources.append((positions[id(params[at])], params[at].numel()))
+        columns, sources = _place(params, members, _flat_positions(captured))
         captured_width = sum(size for _, size in sources)
-        runs = [_runs(group, index, columns, captured_width) for group in stages]
-        last = [channels_last(p) for p in params]
         return cls(
             stages,
             params,
@@ -124,9 +93,9 @@ class StageLayout:
             slots,
             dims,
             columns,
-            last,
-            runs,
-            width,
+            [channels_last(p) for p in params],
+            [_runs(group, index, columns, captured_width) for group in stages],
+            sum(p.numel() for p in params),
             captured_width,
             sources,
         )
@@ -259,6 +228,53 @@ def _distinct_trainable(group: Sequence[torch.nn.Parameter]) -> list[torch.nn.Pa
     return unique
 
 
+def _memberships(
+    stages: list[list[torch.nn.Parameter]],
+) -> tuple[list[torch.nn.Parameter], list[list[int]], list[list[int]], dict[int, int]]:
+    """Every distinct param in order of first appearance, the stages containing each, its
+    slot in each of them, and where each param (by id) is in that order."""
+    index: dict[int, int] = {}
+    params: list[torch.nn.Parameter] = []
+    members: list[list[int]] = []
+    slots: list[list[int]] = []
+    for i, group in enumerate(stages):
+        for slot, p in enumerate(group):
+            if id(p) not in index:
+                index[id(p)] = len(params)
+                params.append(p)
+                members.append([])
+                slots.append([])
+            at = index[id(p)]
+            members[at].append(i)
+            slots[at].append(slot)
+    return params, members, slots, index
+
+
+def _place(
+    params: list[torch.nn.Parameter], members: list[list[int]], positions: dict[int, int]
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """Each param's first column: captured params first, then the others, each part sorted
+    by membership (the captured ones within it by flat position, the others by first
+    appearance); and (flat position, size) of each captured param in column order."""
+    order = sorted(
+        range(len(params)),
+        key=lambda at: (
+            id(params[at]) not in positions,
+            members[at],
+            positions.get(id(params[at]), 0),
+        ),
+    )
+    columns = [0] * len(params)
+    width = 0
+    sources = []
+    for at in order:
+        columns[at] = width
+        width += params[at].numel()
+        if id(params[at]) in positions:
+            sources.append((positions[id(params[at])], params[at].numel()))
+    return columns, sources
+
+
 def _flat_positions(captured: Sequence[Tensor]) -> dict[int, int]:
     """Where each captured tensor begins in their flat vector (they follow each other)."""
     positions = {}
@@ -267,10 +283,6 @@ def _flat_positions(captured: Sequence[Tensor]) -> dict[int, int]:
         positions[id(tensor)] = offset
         offset += tensor.numel()
     return positions
-
-
-def _where(p: Tensor, positions: dict[int, int]) -> int:
-    return positions.get(id(p), 0)
 
 
 def _runs(
