@@ -124,8 +124,9 @@ def fill_grad(
 
     `capture` (e.g. ``net.bank``): parameters whose gradients the backward passes may deliver
     as one flat vector; the result is the same, with less work per parameter. The `.grad`
-    tensors written by the per-task strategies are views of one buffer that the next call
-    overwrites (as DDP's ``gradient_as_bucket_view``): copy one to keep it across steps.
+    tensors written by the per-task strategies (and the captured ones of ``sgd``) are views of
+    one buffer that the next call overwrites (as DDP's ``gradient_as_bucket_view``): copy one
+    to keep it across steps.
     """
     n = len(losses)
     if n == 0 or len(stage_params) != n:
