@@ -63,7 +63,7 @@ class GraphedAnytime:
         self.stage_labels = net.stage_labels
         self._input = example.detach().clone()
         self._tensors = [*net.parameters(), *net.buffers()]
-        self._addresses = self._where()
+        self._addresses = _where(self._tensors)
         self._starts = 0
         was_training = net.training
         net.eval()
@@ -86,11 +86,6 @@ class GraphedAnytime:
             raise ValueError("a CUDA-graph capture replays inference only; train the network")
         return self
 
-    def _where(self) -> tuple[int, ...]:
-        """Where every parameter and buffer lives (``map``: this runs at every ``start``, over
-        some 500 tensors for a CIFAR-size ResNet)."""
-        return tuple(map(Tensor.data_ptr, self._tensors))
-
     def _stages(self, x: Tensor) -> None:
         for _ in self.net.anytime(x):
             pass
@@ -111,11 +106,7 @@ class GraphedAnytime:
     def start(self, x: Tensor) -> GraphedState:
         """Take ``x`` (the captured shape, dtype and device) as the input of the next stages."""
         _check_input(self._input, x)
-        if self._where() != self._addresses:
-            raise RuntimeError(
-                "the network's parameters or buffers moved to new memory since the capture "
-                "(.to(), load_state_dict(assign=True)): capture again"
-            )
+        _check_unmoved(self._tensors, self._addresses)
         self._input.copy_(x)
         self._starts += 1
         return GraphedState(self._starts)
@@ -141,8 +132,8 @@ class GraphedCall:
     """``module(example)`` ([B, C, H, W] on a CUDA device) captured as one CUDA graph, in eval
     mode without autograd. Calling it with an input of the captured shape, dtype and device
     copies the input in, replays, and returns a copy of the output (a tensor, or a list of
-    them). Like ``GraphedAnytime``,
-    it replays the memory the module's tensors had at the capture and refuses once they moved.
+    them). Like ``GraphedAnytime``, it replays the memory the module's tensors had at the
+    capture and refuses once they moved.
     """
 
     def __init__(self, module: nn.Module, example: Tensor, *, warmup: int = 2):
@@ -150,7 +141,7 @@ class GraphedCall:
         self.module = module  # the graph reads its weights' memory: keep them alive
         self._input = example.detach().clone()
         self._tensors = [*module.parameters(), *module.buffers()]
-        self._addresses = tuple(map(Tensor.data_ptr, self._tensors))
+        self._addresses = _where(self._tensors)
         was_training = module.training
         module.eval()
         try:
@@ -164,11 +155,7 @@ class GraphedCall:
 
     def __call__(self, x: Tensor) -> Tensor | list[Tensor]:
         _check_input(self._input, x)
-        if tuple(map(Tensor.data_ptr, self._tensors)) != self._addresses:
-            raise RuntimeError(
-                "the module's parameters or buffers moved to new memory since the capture: "
-                "capture again"
-            )
+        _check_unmoved(self._tensors, self._addresses)
         self._input.copy_(x)
         self._graph.replay()
         if isinstance(self._output, Tensor):
@@ -188,6 +175,20 @@ def _check_input(captured: Tensor, x: Tensor) -> None:
         raise ValueError(
             f"captured for inputs {tuple(captured.shape)} {captured.dtype}, got "
             f"{tuple(x.shape)} {x.dtype}: capture again for this shape"
+        )
+
+
+def _where(tensors: list[Tensor]) -> tuple[int, ...]:
+    """Where every parameter and buffer lives (``map``: this runs at every replay's start,
+    over some 500 tensors for a CIFAR-size ResNet)."""
+    return tuple(map(Tensor.data_ptr, tensors))
+
+
+def _check_unmoved(tensors: list[Tensor], addresses: tuple[int, ...]) -> None:
+    if _where(tensors) != addresses:
+        raise RuntimeError(
+            "the network's parameters or buffers moved to new memory since the capture "
+            "(.to(), load_state_dict(assign=True)): capture again"
         )
 
 
