@@ -10,7 +10,9 @@ views (``functional_call``, tracing).
 
 from __future__ import annotations
 
+import gc
 import io
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -380,3 +382,15 @@ def test_capturing_saves_the_ops_of_a_gradient_per_parameter() -> None:
     views = {capture: c.by_op["aten.view.default"] for capture, c in counts.items()}
     assert views[True] <= views[False] - shaped, views
     assert counts[True].ops < counts[False].ops
+
+
+def test_a_captured_networks_layouts_go_with_it() -> None:
+    """Layouts made for a capture object live as long as it: deleting the network (and its
+    bank) frees the parameters the layouts held."""
+    net = compiled(DIGITS / "digits_width.nest")
+    for strategy in ("sgd", "osgd"):
+        filled(net, torch.randn(2, *net.input_shape), strategy, True)
+    alive = weakref.ref(next(net.parameters()))
+    del net
+    gc.collect()
+    assert alive() is None

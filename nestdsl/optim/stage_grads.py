@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import operator
+import weakref
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
@@ -137,8 +138,7 @@ def fill_grad(
     options = resolve_options(strategy, n, priority, importances, norm_constant)
     if options.strategy != "greedy" and active_stage is not None:
         raise ValueError(f"active_stage is only meaningful for 'greedy', not {options.strategy!r}")
-    captured = capture.flat_parameters() if capture is not None else ()
-    layout = _layout(stage_params, captured)
+    layout = _layout(stage_params, capture)
     if options.strategy == "greedy":
         return _greedy(losses, layout, active_stage, reduce)
     if options.strategy in ONE_PASS:
@@ -147,14 +147,22 @@ def fill_grad(
     return _combined(losses, layout, options, reduce, loss_scale, capture)
 
 
-_CACHE: dict[object, StageLayout] = {}
-_CACHED_LAYOUTS = 4
-"""Layouts kept: a benchmark or a training loop alternating a few stage lists (or capturing
-and not) reuses each, with its `.grad` buffer, instead of rebuilding it every call."""
+_UNCAPTURED: dict[object, StageLayout] = {}
+"""The layout of the last call without `capture` (one: it holds its parameters alive)."""
+
+_CAPTURED: weakref.WeakKeyDictionary[FlatGradients, dict[object, StageLayout]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Layouts per capture object (a network's bank), dropped with it: a process that trains
+one network after another keeps none of the earlier ones alive."""
+
+_LAYOUTS_PER_CAPTURE = 4
+"""Enough for the phases of one training (greedy: one stage list per phase) and for a
+benchmark alternating strategies."""
 
 
 def _layout(
-    stage_params: Sequence[Sequence[torch.nn.Parameter]], captured: Sequence[Tensor]
+    stage_params: Sequence[Sequence[torch.nn.Parameter]], capture: FlatGradients | None
 ) -> StageLayout:
     """The layout of an earlier call when the stage lists (with their frozen flags) and the
     captured parameters (where they lie in memory) are the same.
@@ -166,17 +174,19 @@ def _layout(
     memory order they had when the layout was built, which stays consistent if that changes.
     A cached layout holds its parameters, so their ids cannot be reused while it is cached.
     """
+    captured = capture.flat_parameters() if capture is not None else ()
     key = (
         tuple(tuple(map(id, group)) for group in stage_params),
         tuple(tuple(map(_REQUIRES_GRAD, group)) for group in stage_params),
         tuple(map(Tensor.data_ptr, captured)),
     )
-    layout = _CACHE.get(key)
+    cache = _UNCAPTURED if capture is None else _CAPTURED.setdefault(capture, {})
+    layout = cache.get(key)
     if layout is None:
         layout = StageLayout.build(stage_params, captured)
-        if len(_CACHE) >= _CACHED_LAYOUTS:
-            del _CACHE[next(iter(_CACHE))]
-        _CACHE[key] = layout
+        if len(cache) >= (1 if capture is None else _LAYOUTS_PER_CAPTURE):
+            del cache[next(iter(cache))]
+        cache[key] = layout
     return layout
 
 

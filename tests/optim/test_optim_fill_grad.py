@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -284,3 +287,20 @@ def test_sgd_sum_is_n_times_sgd():
     assert info.strategy == "sgd-sum"
     assert info.coefficients == pytest.approx([3 * v / 3.5 for v in k])
     assert info.grad_norms == []
+
+
+def test_a_network_trained_before_is_not_kept_alive() -> None:
+    """`fill_grad` caches its layout (which holds the parameters) for the next step; the next
+    network's step replaces it, so a process training one network after another frees each."""
+
+    def step(net: ToyNested) -> None:
+        losses = [out.square().mean() for out in net(torch.randn(2, 5))]
+        fill_grad(losses, [net.stage_parameters(k) for k in range(1, net.n + 1)], "osgd")
+
+    first = ToyNested()
+    step(first)
+    alive = weakref.ref(first.trunk.weight)
+    del first
+    step(ToyNested())
+    gc.collect()
+    assert alive() is None
