@@ -54,6 +54,7 @@ import nestdsl
 from nestdsl.compiler.assembly import PER_LAYER_DEVICES
 from nestdsl.cost import stage_costs, unit_flops
 from nestdsl.evaluate.graphs import GraphedAnytime, GraphedCall
+from nestdsl.evaluate.latency import Stages
 from nestdsl.ir.model import NestIR
 from nestdsl.optim import fill_grad
 from nestdsl.profiling import DispatchCounter
@@ -98,10 +99,11 @@ def kept_macs(ir: NestIR) -> int:
 
 
 def anytime_stages(
-    net: nestdsl.NestedNet, x: torch.Tensor, stages: int, advance: Callable | None = None
+    net: Stages, x: torch.Tensor, stages: int, advance: Callable | None = None
 ) -> Callable[[], None]:
-    """The first ``stages`` stages, one output at a time, by ``advance`` (default
-    ``net.advance``; the compiled paths pass ``torch.compile(net.advance)``)."""
+    """The first ``stages`` stages of ``net`` (a network, or its stages replayed from CUDA
+    graphs), one output at a time, by ``advance`` (default ``net.advance``; the compiled
+    paths pass ``torch.compile(net.advance)``)."""
     run = advance or net.advance
 
     def step() -> None:
@@ -113,16 +115,24 @@ def anytime_stages(
     return step
 
 
+def eval_copies(
+    net: nestdsl.NestedNet, device: torch.device, count: int
+) -> list[nestdsl.NestedNet]:
+    """``count`` copies of ``net`` (same weights, eval mode, on ``device``), so that paths
+    switching execution modes never meet a compiled or captured one."""
+    copies = []
+    for _ in range(count):
+        copy = nestdsl.compile(net.ir).eval().to(device)
+        copy.load_state_dict(net.state_dict())
+        copies.append(copy)
+    return copies
+
+
 def compiled_paths(net: nestdsl.NestedNet, x: torch.Tensor) -> list[Path_]:
     """The inference paths compiled by ``torch.compile``, each on its own copy of ``net`` (so
     that other paths switching execution modes never invalidate a compiled graph), compiled
     before timing; prints each compile time."""
-    copies = []
-    for _ in range(2):
-        copy = nestdsl.compile(net.ir).eval().to(x.device)
-        copy.load_state_dict(net.state_dict())
-        copies.append(copy)
-    joint, stepped = copies
+    joint, stepped = eval_copies(net, x.device, 2)
     sub = net.subnetwork(1).eval().to(x.device)
     advance, n = torch.compile(stepped.advance), net.num_stages
     result = [
@@ -243,29 +253,15 @@ def graphed_call(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
 def graphed_paths(net: nestdsl.NestedNet, x: torch.Tensor) -> list[Path_]:
     """The inference paths replayed from CUDA graphs, each captured on its own copy of
     ``net`` (so that other paths switching execution modes never meet a captured one)."""
-    copies = []
-    for _ in range(2):
-        copy = nestdsl.compile(net.ir).eval().to(x.device)
-        copy.load_state_dict(net.state_dict())
-        copies.append(copy)
-    joint, stepped = copies
+    joint, stepped = eval_copies(net, x.device, 2)
     graphed = GraphedAnytime(stepped, x)
     sub = net.subnetwork(1).eval().to(x.device)
     return [
         Path_("graphed", "joint auto", graphed_call(joint, x)),
-        Path_("graphed", "anytime, all stages", graphed_stages(graphed, x, net.num_stages)),
-        Path_("graphed first", "anytime, first output", graphed_stages(graphed, x, 1)),
+        Path_("graphed", "anytime, all stages", anytime_stages(graphed, x, net.num_stages)),
+        Path_("graphed first", "anytime, first output", anytime_stages(graphed, x, 1)),
         Path_("graphed first", "subnetwork(1) alone", graphed_call(sub, x)),
     ]
-
-
-def graphed_stages(graphed: GraphedAnytime, x: torch.Tensor, stages: int) -> Callable[[], None]:
-    def step() -> None:
-        state = graphed.start(x)
-        for _ in range(stages):
-            graphed.advance(state)
-
-    return step
 
 
 @dataclass(frozen=True)
