@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
+from nestdsl.evaluate.graphs import GraphedAnytime
 from nestdsl.evaluate.latency import Clock, Stages, inference, synchronize
 
 if TYPE_CHECKING:
@@ -112,11 +113,7 @@ def serve(
     selection) do not make the first input miss its deadline. ``cuda_graphs``: replay each
     stage from a CUDA graph captured for one input (``evaluate.graphs``), so that a stage
     costs one launch instead of one per kernel."""
-    stages: Stages = net
-    if cuda_graphs:
-        from nestdsl.evaluate.graphs import GraphedAnytime
-
-        stages = GraphedAnytime(net, x[:1])
+    stages: Stages = GraphedAnytime(net, x[:1]) if cuda_graphs else net
     with inference(stages):
         for _ in stages.anytime(x[:1]):
             pass
