@@ -16,7 +16,9 @@ that noise on a shared machine hits them alike):
   ``subnetwork(1)`` alone;
 - on a CUDA device, the inference paths replayed from CUDA graphs: the joint pass
   (``auto``) and ``subnetwork(1)`` each captured as one graph, anytime execution as one graph
-  per stage (``nestdsl.evaluate.graphs.GraphedAnytime``);
+  per stage (``nestdsl.evaluate.graphs.GraphedAnytime``); and the joint ``auto`` and
+  hand-written train steps, each captured whole as one graph, so that the train target can be
+  read without the launches (against the graphed and the eager hand-written step);
 - with ``--torch-compile``, the same inference paths compiled by ``torch.compile``
   (inductor): the joint pass (``auto``), anytime execution with one compiled graph per stage
   (``torch.compile(net.advance)``, so each stage's output is still returned before the next
@@ -38,6 +40,7 @@ ratios compare the execution paths themselves, not precisions.
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import os
 import statistics
@@ -217,8 +220,9 @@ def paths(
     ]
     assembly = assembly_paths(net, evaluated, x) if net.bank.layers else []
     result += assembly[:1]
+    hand: nn.Module | None = None
     try:
-        hand: nn.Module = HandWritten(spec, net.num_stages).train().to(device)
+        hand = HandWritten(spec, net.num_stages).train().to(device)
         result.append(Path_("train", "hand-written D_n", train_step(hand, x)))
     except SystemExit:  # not a plain residual network
         pass
@@ -233,6 +237,7 @@ def paths(
         Path_("first", "subnetwork(1) alone", infer_step(sub, x)),
     ]
     if device.type == "cuda":
+        result += graphed_train_paths(net, hand, x)
         result += graphed_paths(evaluated, x)
     if compiled:
         result += compiled_paths(evaluated, x)
@@ -248,6 +253,39 @@ def graphed_call(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
         graphed(x)
 
     return step
+
+
+def graphed_train_paths(
+    net: nestdsl.NestedNet, hand: nn.Module | None, x: torch.Tensor
+) -> list[Path_]:
+    """The joint ``auto`` and the hand-written train steps, each captured whole as one CUDA
+    graph (``nestdsl train --cuda-graphs`` records the same passes), on copies of the two
+    networks (a capture must never meet another path's execution mode): the comparison
+    without the launches that dominate eager steps on a GPU."""
+    nested = nestdsl.compile(net.ir).train().to(x.device)
+    nested.load_state_dict(net.state_dict())
+    nested.set_execution("auto")
+    result = [Path_("graphed train", "joint auto", graphed_function(training_step(nested, x)))]
+    if hand is not None:
+        step = graphed_function(train_step(copy.deepcopy(hand), x))
+        result.append(Path_("graphed train", "hand-written D_n", step))
+    return result
+
+
+def graphed_function(fn: Callable[[], None], warmup: int = 3) -> Callable[[], None]:
+    """``fn`` (which reads fixed inputs) recorded as one CUDA graph after ``warmup`` runs on a
+    side stream; the step replays it."""
+    current = torch.cuda.current_stream()
+    side = torch.cuda.Stream()
+    side.wait_stream(current)
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    current.wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
 
 
 def graphed_paths(net: nestdsl.NestedNet, x: torch.Tensor) -> list[Path_]:
@@ -334,6 +372,16 @@ def targets(ms: dict[str, float], kept_share: float, tiny: bool) -> list[tuple[s
     if "train: hand-written D_n" in ms and kept_share <= 0.75:
         hand = ms["train: hand-written D_n"]
         checks.insert(0, ("train auto / hand-written D_n", ms["train: joint auto"] / hand, 0.9))
+        if "graphed train: hand-written D_n" in ms:
+            graphed = ms["graphed train: joint auto"]
+            checks[1:1] = [
+                (
+                    "graphed train / graphed hand-written",
+                    graphed / ms["graphed train: hand-written D_n"],
+                    0.9,
+                ),
+                ("graphed train / eager hand-written", graphed / hand, 0.9),
+            ]
     if tiny:
         for group in ("train", "infer"):
             best = min(v for k, v in ms.items() if k.startswith(group))

@@ -18,7 +18,7 @@ optimizer step) is compared with SGD's step (one joint forward and backward):
 
     python bench/step_costs.py [SPEC ...] [--batch 16] [--repeats 7] [--device cpu]
         [--strategies sgd,sgd-norm,osgd,osgd-norm] [--task-graphs anytime,joint] [--threads N]
-        [--compile default,reduce-overhead] [--per-layer]
+        [--compile default,reduce-overhead] [--per-layer] [--cuda-graphs]
 
 ``--task-graphs`` runs each per-task strategy once per graph its gradients are taken through
 (``TrainConfig.task_graph``), labelled ``osgd/anytime``, ``osgd/joint``; by default each runs
@@ -32,6 +32,11 @@ an H100: a step's backward read a CUDA-graph output that the next replay had ove
 docs/performance.md.) The first step of each compiled case compiles (its
 time is printed); ops and syncs are not counted for compiled cases (a dispatch mode would
 bypass the compiled graph).
+
+``--cuda-graphs`` adds, on a GPU, every strategy again with the step's forward and backward
+passes replayed from a CUDA graph (``nestdsl train --cuda-graphs``, ``GraphedSteps``),
+labelled ``osgd+graphs``; its ops and syncs are those the host still dispatches (the eager
+rest of the step: the coefficients, the write, the optimizer).
 
 ``--per-layer`` adds, off the CPU, every eager case again with each layer assembling its own
 weights instead of the weight bank's one gather (``compiler.assembly``), labelled
@@ -49,6 +54,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -63,6 +69,7 @@ from nestdsl.train.batch_step import FORWARDS, StepPlan, mode_of, train_step
 from nestdsl.train.compiled import compiling
 from nestdsl.train.config import make_config
 from nestdsl.train.devices import Runtime, cuda_capability
+from nestdsl.train.graphed import WARMUP, GraphedSteps
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPECS = [
@@ -85,6 +92,9 @@ class Case:
     step: Callable[[], None]
     bare: Callable[[], None]
     compiled: bool = False
+    warmup: int = 0
+    """Steps before the timed ones beyond the usual (``--cuda-graphs``: eager steps, then the
+    capture)."""
 
 
 def runtime_for(device: torch.device) -> Runtime:
@@ -102,9 +112,11 @@ def make_case(
     y: torch.Tensor,
     runtime: Runtime,
     compiled: tuple[str, torch.nn.Module] | None = None,
+    cuda_graphs: bool = False,
 ) -> Case:
     """The step and bare passes of ``strategy``; with ``compiled`` (a compile mode and the
-    network compiled in it), run through the compiled network's joint pass."""
+    network compiled in it), run through the compiled network's joint pass; with
+    ``cuda_graphs``, the step's passes replayed from a CUDA graph (``--cuda-graphs``)."""
     n = net.num_stages
     mode = mode_of(make_config(strategy=strategy, task_graph=graph), runtime.device.type)
     model = net if compiled is None else compiled[1]
@@ -115,11 +127,12 @@ def make_case(
     plan = StepPlan(mode, model, strategy, stages, optimizer, scaler=scaler, capture=net.bank)
 
     graphs = compiled is not None and compiled[0] == "reduce-overhead"
+    run = GraphedSteps(plan, runtime) if cuda_graphs else partial(train_step, plan, runtime)
 
     def step() -> None:
         if graphs:  # a new step: the CUDA graphs may reuse the last step's output memory
             torch.compiler.cudagraph_mark_step_begin()
-        train_step(plan, runtime, x, y)
+        run(x, y)
 
     def bare() -> None:
         if graphs:
@@ -136,6 +149,8 @@ def make_case(
     label = strategy if strategy in ONE_PASS or graph == "auto" else f"{strategy}/{graph}"
     if compiled is not None:
         return Case(strategy, f"{label}+{compiled[0]}", step, bare, compiled=True)
+    if cuda_graphs:
+        return Case(strategy, f"{label}+graphs", step, bare, warmup=WARMUP + 1)
     return Case(strategy, label, step, bare)
 
 
@@ -244,6 +259,7 @@ def compare(
     device: torch.device,
     compile_modes: list[str],
     layers: bool,
+    cuda_graphs: bool,
 ) -> None:
     torch.manual_seed(0)
     net = nestdsl.compile(nestdsl.load(ROOT / path)).to(device).train()
@@ -256,7 +272,13 @@ def compare(
     if layers and device.type not in PER_LAYER_DEVICES and net.bank.layers:
         cases += [per_layer(net, case, device) for case in list(cases)]
     cases += compiled_cases(net, strategies, compile_modes, x, y, runtime)
+    if cuda_graphs and device.type == "cuda":
+        cases += [
+            make_case(net, s, graph, x, y, runtime, cuda_graphs=True) for s, graph in strategies
+        ]
     for case in cases:  # warm-up: optimizer state, allocator, kernels (compiling, if compiled)
+        for _ in range(case.warmup):
+            case.step()
         first = timed(case.step, device)
         case.step(), case.bare()
         if case.compiled:
@@ -322,6 +344,11 @@ def main() -> None:
         "e.g. default,reduce-overhead",
     )
     parser.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="also time every strategy with its passes replayed from a CUDA graph (on a GPU)",
+    )
+    parser.add_argument(
         "--per-layer",
         action="store_true",
         help="also time every eager case with per-layer weight assembly (off the CPU)",
@@ -338,7 +365,16 @@ def main() -> None:
     with compiling(bool(modes)):  # the settings `nestdsl train --torch-compile` runs under
         for path in args.specs:
             device = torch.device(args.device)
-            compare(path, runs, args.batch, args.repeats, device, modes, args.per_layer)
+            compare(
+                path,
+                runs,
+                args.batch,
+                args.repeats,
+                device,
+                modes,
+                args.per_layer,
+                args.cuda_graphs,
+            )
 
 
 if __name__ == "__main__":

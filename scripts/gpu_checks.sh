@@ -43,6 +43,17 @@ step_costs() {
     specs/sparse_resnet98_eann.nest --batch 128 --repeats 7 \
     --strategies sgd,osgd,osgd-norm --task-graphs anytime,joint
 }
+graphed_steps() {  # --cuda-graphs: each step's passes replayed from a CUDA graph, beside eager
+  step graphed_steps 200 "$py" bench/step_costs.py specs/digits_width.nest \
+    specs/digits_width_depth.nest specs/resnet42_width.nest --batch 128 --repeats 7 \
+    --strategies sgd,osgd --cuda-graphs
+}
+graphed_train() {  # a whole run with and without --cuda-graphs, wall time of each
+  for flag in --no-cuda-graphs --cuda-graphs; do
+    step "train$flag" 120 "$py" -m nestdsl.cli train specs/digits_width.nest --device cuda \
+      --epochs 3 --strategy osgd "$flag"
+  done
+}
 throughput() { step throughput 90 "$py" bench/throughput.py --workers 0,4 --repeats 3; }
 host_time() {  # wall, host and GPU-busy time of joint passes against a hand-written model
   step host_time 90 "$py" bench/host_time.py specs/resnet42_width.nest \
@@ -68,7 +79,8 @@ compiled_train() {  # a whole run with and without --torch-compile, wall time of
   done
 }
 
-default_steps="tests conv_plans execution_paths step_costs throughput host_time"
+default_steps="tests graphed_steps conv_plans execution_paths step_costs throughput"
+default_steps="$default_steps host_time graphed_train"
 if [ "${TORCH_COMPILE:-0}" = 1 ]; then
   default_steps="$default_steps compiled_tests compiled_steps compiled_paths compiled_train"
 fi

@@ -58,13 +58,14 @@ def stage_labels(net: nn.Module, n: int) -> list[str]:
 
 
 def autocast(
-    device: torch.device, dtype: torch.dtype | None
+    device: torch.device, dtype: torch.dtype | None, *, cache: bool = True
 ) -> contextlib.AbstractContextManager[object]:
     """Mixed-precision region on `device` (a no-op when `dtype` is None): training and
-    evaluation use this one helper so that they run the same precision."""
+    evaluation use this one helper so that they run the same precision. ``cache=False``:
+    no cast kept across uses of a weight (CUDA graph captures need that)."""
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache)
 
 
 def _zero(device: torch.device) -> Tensor:

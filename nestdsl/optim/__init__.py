@@ -13,8 +13,10 @@ from nestdsl.optim.stage_grads import (
     FlatGradients,
     GradReport,
     Pending,
+    PendingDirection,
     Reduce,
     fill_grad,
+    stage_backward,
     unflatten,
 )
 from nestdsl.optim.strategies import (
@@ -36,11 +38,13 @@ __all__ = [
     "GradReport",
     "OptionError",
     "Pending",
+    "PendingDirection",
     "Reduce",
     "combine",
     "fill_grad",
     "require_available",
     "resolve_options",
+    "stage_backward",
     "torchjd_available",
     "unflatten",
 ]

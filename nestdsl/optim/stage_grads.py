@@ -95,6 +95,23 @@ class GradReport:
     nonfinite: bool = False
 
 
+class PendingDirection(Protocol):
+    """A step's backward passes, done; `finish` writes the direction into `.grad` (reading
+    what the host needs from the device first) and reports it."""
+
+    def finish(self) -> GradReport: ...
+
+
+@dataclass(frozen=True)
+class _Written:
+    """Strategies that need nothing from the host: `.grad` already holds the direction."""
+
+    report: GradReport
+
+    def finish(self) -> GradReport:
+        return self.report
+
+
 def fill_grad(
     losses: Sequence[Tensor],
     stage_params: Sequence[Sequence[torch.nn.Parameter]],
@@ -128,6 +145,44 @@ def fill_grad(
     tensors written by the per-task strategies (and the captured ones of ``sgd``) are views of
     one buffer that the next call overwrites (as DDP's ``gradient_as_bucket_view``): copy one
     to keep it across steps.
+
+    This is ``stage_backward(...).finish()``.
+    """
+    return stage_backward(
+        losses,
+        stage_params,
+        strategy,
+        priority,
+        importances=importances,
+        norm_constant=norm_constant,
+        active_stage=active_stage,
+        reduce=reduce,
+        loss_scale=loss_scale,
+        capture=capture,
+    ).finish()
+
+
+def stage_backward(
+    losses: Sequence[Tensor],
+    stage_params: Sequence[Sequence[torch.nn.Parameter]],
+    strategy: str = "osgd",
+    priority: Sequence[int] | None = None,
+    *,
+    importances: Sequence[float] | None = None,
+    norm_constant: float = 0.5,
+    active_stage: int | None = None,
+    reduce: Reduce | None = None,
+    loss_scale: Tensor | None = None,
+    capture: FlatGradients | None = None,
+) -> PendingDirection:
+    """`fill_grad`'s device work: the backward passes, and for the per-task strategies each
+    stage's gradient in a row of one matrix and their Gram matrix. `finish()` on the result
+    does the rest (the host reads the Gram matrix, computes the coefficients and writes
+    `.grad`) and returns the report.
+
+    Nothing in here reads a device value on the host, so a CUDA graph can record it
+    (``nestdsl.train.graphed``); after each replay, which recomputes the same tensors in place,
+    ``finish()`` combines the new gradients.
     """
     n = len(losses)
     if n == 0 or len(stage_params) != n:
@@ -144,7 +199,7 @@ def fill_grad(
     if options.strategy in ONE_PASS:
         return _sgd(losses, layout, options, reduce, capture)
     options = replace(options, dims=tuple(layout.dims))
-    return _combined(losses, layout, options, reduce, loss_scale, capture)
+    return _per_task_rows(losses, layout, options, reduce, loss_scale, capture)
 
 
 _UNCAPTURED: dict[object, StageLayout] = {}
@@ -196,15 +251,15 @@ _REQUIRES_GRAD = operator.attrgetter("requires_grad")
 # --- per-task gradients, combined -------------------------------------------------------------
 
 
-def _combined(
+def _per_task_rows(
     losses: Sequence[Tensor],
     layout: StageLayout,
     options: CombineOptions,
     reduce: Reduce | None,
     loss_scale: Tensor | None,
     capture: FlatGradients | None,
-) -> GradReport:
-    """Every strategy of the table: per-stage backward, flat rows, Gram, writes by column range.
+) -> _Rows:
+    """Every strategy of the table: per-stage backward into flat rows, and their Gram matrix.
 
     Each stage's gradient lives only until it is copied into its row, so the step holds the
     (n, D) rows and one direction, not n per-parameter gradients besides.
@@ -223,23 +278,43 @@ def _combined(
             _reduce_row(rows[i], layout, i, reduce)
     if reduce is not None and rows is not None and isinstance(reduce, Pending):
         reduce.wait()
-    gram = _host_gram(rows, n, loss_scale)
-    norms = [math.sqrt(max(gram[i][i], 0.0)) for i in range(n)]
-    if not all(math.isfinite(v) for row in gram for v in row):
-        # Overflow (e.g. fp16 with a GradScaler): make every .grad non-finite so the scaler
-        # (or the caller) sees it, instead of silently dropping the overflowing stage.
-        for p in layout.params:
-            p.grad = torch.full_like(p, math.nan)
-        return GradReport(options.strategy, [math.nan] * n, [], norms, nonfinite=True)
-    dtype = rows.dtype if rows is not None else torch.float32
-    coefficients = COMBINATIONS[options.strategy](gram, options, dependence_rtol(dtype))
-    _write(layout, rows, coefficients)
-    return GradReport(
-        options.strategy,
-        list(coefficients.weights),
-        [i + 1 for i in coefficients.skipped],
-        norms,
-    )
+    gram = None if rows is None else _gram(rows)
+    return _Rows(layout, options, rows, gram, loss_scale)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Per-stage gradients as rows of one (n, D) matrix and their (n, n) Gram matrix, on the
+    device. `finish` reads nothing but these tensors, so it combines whatever they hold when
+    it is called (after a CUDA graph replayed `_per_task_rows` into them, the new step's)."""
+
+    layout: StageLayout
+    options: CombineOptions
+    rows: Tensor | None
+    gram: Tensor | None
+    loss_scale: Tensor | None
+
+    def finish(self) -> GradReport:
+        """The Gram matrix to the host (the step's one sync), the coefficients, the write."""
+        layout, options, rows = self.layout, self.options, self.rows
+        n = len(layout.stages)
+        gram = _on_host(self.gram, n, self.loss_scale)
+        norms = [math.sqrt(max(gram[i][i], 0.0)) for i in range(n)]
+        if not all(math.isfinite(v) for row in gram for v in row):
+            # Overflow (e.g. fp16 with a GradScaler): make every .grad non-finite so the scaler
+            # (or the caller) sees it, instead of silently dropping the overflowing stage.
+            for p in layout.params:
+                p.grad = torch.full_like(p, math.nan)
+            return GradReport(options.strategy, [math.nan] * n, [], norms, nonfinite=True)
+        dtype = rows.dtype if rows is not None else torch.float32
+        coefficients = COMBINATIONS[options.strategy](gram, options, dependence_rtol(dtype))
+        _write(layout, rows, coefficients)
+        return GradReport(
+            options.strategy,
+            list(coefficients.weights),
+            [i + 1 for i in coefficients.skipped],
+            norms,
+        )
 
 
 def _stage_grads(
@@ -316,24 +391,30 @@ def unflatten(flat: Tensor, params: Sequence[torch.nn.Parameter]) -> list[Tensor
     return out
 
 
-def _host_gram(rows: Tensor | None, n: int, loss_scale: Tensor | None) -> Matrix:
-    """G = rows rowsᵀ (n, n) in float64, brought to the host in the step's one sync.
-
-    With a loss scale S the rows hold S g_i; S travels in the same transfer and G is divided
-    by S², so the coefficients are those of the true gradients.
-    """
-    if rows is None:
-        return [[0.0] * n for _ in range(n)]
+def _gram(rows: Tensor) -> Tensor:
+    """G = rows rowsᵀ (n, n) in float64, on the rows' device."""
+    n = rows.shape[0]
     gram = torch.zeros(n, n, dtype=torch.float64, device=rows.device)  # (n, n)
     for lo in range(0, max(rows.shape[1], 1), GRAM_CHUNK):
         block = rows[:, lo : lo + GRAM_CHUNK].to(torch.float64)  # (n, ≤ GRAM_CHUNK)
         gram.addmm_(block, block.T)
+    return gram
+
+
+def _on_host(gram: Tensor | None, n: int, loss_scale: Tensor | None) -> Matrix:
+    """The Gram matrix as host floats, in the step's one sync (zeros without parameters).
+
+    With a loss scale S the rows hold S g_i; S travels in the same transfer and G is divided
+    by S², so the coefficients are those of the true gradients.
+    """
+    if gram is None:
+        return [[0.0] * n for _ in range(n)]
     # copy=True: the coefficient math never aliases device-side memory, and on a CPU-only
     # machine the transfer is still one visible op (what nestdsl.profiling counts as a sync).
     if loss_scale is None:
         host: list[float] = gram.reshape(-1).to("cpu", copy=True).tolist()
         return [host[i * n : (i + 1) * n] for i in range(n)]
-    scale = loss_scale.detach().reshape(1).to(device=rows.device, dtype=torch.float64)
+    scale = loss_scale.detach().reshape(1).to(device=gram.device, dtype=torch.float64)
     packed = torch.cat([gram.reshape(-1), scale]).to("cpu", copy=True).tolist()  # n² + 1
     square = packed[-1] * packed[-1]
     return [[v / square for v in packed[i * n : (i + 1) * n]] for i in range(n)]
@@ -395,7 +476,7 @@ def _greedy(
     layout: StageLayout,
     active_stage: int | None,
     reduce: Reduce | None,
-) -> GradReport:
+) -> _Written:
     """Algorithm 1, one step: L_k into w_k \\ w_(k-1) only; other stage params get no grad."""
     n = len(losses)
     if active_stage is None or isinstance(active_stage, bool) or not 1 <= active_stage <= n:
@@ -416,7 +497,7 @@ def _greedy(
     for p, g in zip(new, pieces, strict=True):
         p.grad = g if g.dtype == p.dtype else g.to(p.dtype)
     weights = [1.0 if i == active_stage - 1 else 0.0 for i in range(n)]
-    return GradReport("greedy", weights, [], [], active_stage=active_stage)
+    return _Written(GradReport("greedy", weights, [], [], active_stage=active_stage))
 
 
 ONE_PASS: dict[str, Callable[[Sequence[float]], Vector]] = {
@@ -433,7 +514,7 @@ def _sgd(
     options: CombineOptions,
     reduce: Reduce | None,
     capture: FlatGradients | None,
-) -> GradReport:
+) -> _Written:
     """Eq. 1 with a single backward pass of Σ w_i L_i into the stage parameters (the
     captured ones' gradients gathered from their flat vector into views of one buffer)."""
     weights = ONE_PASS[options.strategy](options.importances)
@@ -453,7 +534,7 @@ def _sgd(
         grads = [p.grad for p in layout.params if p.grad is not None]
         for p, g in zip(layout.params, _reduced(grads, layout.params, reduce), strict=True):
             p.grad = g if g.dtype == p.dtype else g.to(p.dtype)
-    return GradReport(options.strategy, weights, [], [])
+    return _Written(GradReport(options.strategy, weights, [], []))
 
 
 def _give_captured(layout: StageLayout, flat: Tensor) -> None:

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from nestdsl.diagnostics import fail
 from nestdsl.evaluate import stage_outputs
-from nestdsl.optim import FlatGradients, Reduce, fill_grad
+from nestdsl.optim import FlatGradients, PendingDirection, Reduce, stage_backward
 from nestdsl.optim.strategies import SINGLE_LOSS
 from nestdsl.train.config import TrainConfig, task_graph_of
 from nestdsl.train.devices import Runtime
@@ -123,7 +123,24 @@ def mode_of(config: TrainConfig, device: str) -> str:
 
 def train_step(plan: StepPlan, runtime: Runtime, images: Tensor, labels: Tensor) -> list[Tensor]:
     """Forward, combine the stage gradients into ``.grad``, step; return the detached losses."""
-    with runtime.autocast():
+    return finish_step(plan, backward_step(plan, runtime, images, labels))
+
+
+@dataclass(frozen=True)
+class Backward:
+    """A step up to where it first needs the host: its losses (detached) and the direction,
+    which ``finish_step`` completes."""
+
+    losses: list[Tensor]
+    direction: PendingDirection
+
+
+def backward_step(
+    plan: StepPlan, runtime: Runtime, images: Tensor, labels: Tensor, *, cast_cache: bool = True
+) -> Backward:
+    """Forward and backward passes, without reading any device value on the host (so a CUDA
+    graph can record it: ``nestdsl.train.graphed``, which needs ``cast_cache=False``)."""
+    with runtime.autocast(cache=cast_cache):
         outputs = FORWARDS[plan.mode](plan.model, images, plan.stages)
         losses = [F.cross_entropy(out.float(), labels) for out in outputs]
     weighted = [loss * plan.loss_scale for loss in losses] if plan.loss_scale != 1 else losses
@@ -132,7 +149,7 @@ def train_step(plan: StepPlan, runtime: Runtime, images: Tensor, labels: Tensor)
     grad_scale = None
     if scaler is not None and plan.strategy not in SINGLE_LOSS:
         grad_scale = scaler.scale(torch.ones((), device=losses[0].device))
-    fill_grad(
+    direction = stage_backward(
         losses_in,
         plan.stage_params,
         plan.strategy,
@@ -144,12 +161,18 @@ def train_step(plan: StepPlan, runtime: Runtime, images: Tensor, labels: Tensor)
         loss_scale=grad_scale,
         capture=plan.capture,
     )
-    if scaler is not None:
-        scaler.step(plan.optimizer)
-        scaler.update()
+    return Backward([loss.detach() for loss in losses], direction)
+
+
+def finish_step(plan: StepPlan, backward: Backward) -> list[Tensor]:
+    """Write the direction into ``.grad`` and let the optimizer step; return the losses."""
+    backward.direction.finish()
+    if plan.scaler is not None:
+        plan.scaler.step(plan.optimizer)
+        plan.scaler.update()
     else:
         plan.optimizer.step()
-    return [loss.detach() for loss in losses]
+    return backward.losses
 
 
 class LossWatch:

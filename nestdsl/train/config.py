@@ -36,6 +36,7 @@ RUNTIME_FIELDS: frozenset[str] = frozenset(
         "checkpoint_every",
         "task_graph",
         "torch_compile",
+        "cuda_graphs",
     }
 )
 """Fields a resumed run may change: they choose where and how fast it runs, not what it learns
@@ -120,6 +121,12 @@ class TrainConfig(BaseModel):
         "joint graph, their default on CUDA) and evaluation; "
         "compiling takes seconds to minutes at the start of the run (see "
         "docs/performance.md). Needs a C++ compiler on a CPU, Triton on a GPU.",
+    )
+    cuda_graphs: bool = Field(
+        False,
+        description="Replay each step's forward and backward passes from a CUDA graph "
+        "captured after a few eager steps: one launch instead of one per kernel, for "
+        "launch-bound networks (one GPU, one process; see docs/training.md).",
     )
     workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     sync_bn: bool = Field(

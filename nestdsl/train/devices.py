@@ -43,9 +43,10 @@ class Runtime:
     def pin_memory(self) -> bool:
         return self.device.type == "cuda"
 
-    def autocast(self) -> contextlib.AbstractContextManager[object]:
-        """Mixed-precision region for forward passes and losses (a no-op when AMP is off)."""
-        return autocast(self.device, self.amp_dtype)
+    def autocast(self, *, cache: bool = True) -> contextlib.AbstractContextManager[object]:
+        """Mixed-precision region for forward passes and losses (a no-op when AMP is off);
+        ``cache=False`` casts weights afresh at each use, which a CUDA graph capture needs."""
+        return autocast(self.device, self.amp_dtype, cache=cache)
 
     def to_device(self, images: torch.Tensor) -> torch.Tensor:
         """Move a batch of images, in channels_last layout when that is on."""

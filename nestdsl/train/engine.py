@@ -42,12 +42,13 @@ from nestdsl.evaluate import StageMetrics, evaluate
 from nestdsl.oracle import OracleCost, oracle_cost
 from nestdsl.oracle import oracle as oracle_of
 from nestdsl.train import distributed
-from nestdsl.train.batch_step import LossWatch, StepPlan, distinct, mode_of, train_step
+from nestdsl.train.batch_step import LossWatch, StepPlan, distinct, mode_of
 from nestdsl.train.compiled import check_available, compiled, compiled_text, compiling
 from nestdsl.train.config import TrainConfig, greedy_phases
 from nestdsl.train.config_checks import SUM_OF_LOSSES, check_classes, check_config
 from nestdsl.train.devices import Runtime, deterministic, limited_threads, resolve_runtime
 from nestdsl.train.distributed import DistContext
+from nestdsl.train.graphed import Step, check_graphable, graphs_text, stepper
 from nestdsl.train.loaders import EpochLoaders, seed_epoch
 from nestdsl.train.lr_schedules import build_optimizer, learning_rate, set_learning_rate
 from nestdsl.train.progress import RunPlan, TrainProgress, epoch_line, strategy_text
@@ -198,6 +199,7 @@ def train(
     context = distributed.from_env()
     runtime = resolve_runtime(config, context.local_rank, context.local_world_size)
     check_available(config, runtime.device)
+    check_graphable(config, runtime.device, context.world_size)
     created = distributed.init(context, runtime.device)
     try:
         with (
@@ -417,11 +419,15 @@ class _Session:
             ):
                 bars.banner(self._plan_of_run(loaders, done))
                 bars.start_run(self.total, done)
+                steps: Step | None = None
                 for epoch in range(done, stop):
                     phase = self._phase_at(epoch)
                     if plan is None or epoch == phase.first_epoch:
                         plan = self._plan(phase)
-                    last = self._epoch(epoch, phase, plan, loaders, bars, scalars)
+                        steps = None
+                    if steps is None:
+                        steps = stepper(plan, self.runtime, self.config.cuda_graphs)
+                    last = self._epoch(epoch, phase, plan, steps, loaders, bars, scalars)
         finally:
             scalars.close()
         finished = stop == self.total
@@ -453,6 +459,7 @@ class _Session:
             labels=self._labels(),
             strategy=strategy_text(self.config, self.runtime.device.type),
             compiled=compiled_text(self.config, self.mode),
+            graphs=graphs_text(self.config),
             device=str(self.runtime.device),
             data=self.config.data,
             train_size=len(loaders.sampler.dataset),  # type: ignore[arg-type]
@@ -470,6 +477,7 @@ class _Session:
         epoch: int,
         phase: Phase,
         plan: StepPlan,
+        steps: Step,
         loaders: EpochLoaders,
         bars: TrainProgress,
         scalars: ScalarLog,
@@ -487,7 +495,7 @@ class _Session:
         for images, labels in loaders.train:
             images = self.runtime.to_device(images)
             labels = labels.to(self.runtime.device, non_blocking=self.runtime.pin_memory)
-            losses = train_step(plan, self.runtime, images, labels)
+            losses = steps(images, labels)
             watch.observe(losses, self.step)
             if not sums:
                 sums = [torch.zeros((), dtype=torch.float64, device=images.device) for _ in losses]

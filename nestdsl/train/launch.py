@@ -34,6 +34,7 @@ from nestdsl.train.engine import (
     total_epochs,
     train,
 )
+from nestdsl.train.graphed import check_graphable, graphs_text
 from nestdsl.train.progress import RunPlan, strategy_text
 from nestdsl.train.runs import (
     FINAL,
@@ -164,6 +165,7 @@ def plan_run(
     check_config(config, net.num_stages)
     device = resolve_device(config.device)
     check_available(config, device)
+    check_graphable(config, device, 1)
     data = build_datasets(config.data, net.input_shape, augment=False, seed=config.seed)
     check_classes(data, net.num_classes)
     done = 0
@@ -188,4 +190,5 @@ def plan_run(
         epochs_done=done,
         run_dir=run_dir,
         compiled=compiled_text(config, mode_of(config, device.type)),
+        graphs=graphs_text(config),
     )

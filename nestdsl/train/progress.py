@@ -55,6 +55,8 @@ class RunPlan:
     run_dir: Path | None
     compiled: str | None = None
     """What --torch-compile compiles (None: nothing)."""
+    graphs: str | None = None
+    """What --cuda-graphs replays (None: nothing)."""
 
     def lines(self) -> list[str]:
         """The banner, one fact per line, so a log shows what produced the lines after it."""
@@ -67,6 +69,7 @@ class RunPlan:
             f"strategy  {self.strategy}",
             f"device    {self.device}",
             *([f"compiled  {self.compiled}"] if self.compiled else []),
+            *([f"graphs    {self.graphs}"] if self.graphs else []),
             f"data      {self.data}: {self.train_size} training, {self.val_size} validation",
             f"epochs    {epochs}",
             f"run dir   {self.run_dir if self.run_dir is not None else '(none: nothing saved)'}",

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from nestdsl.optim import combine, fill_grad
+from nestdsl.optim import combine, fill_grad, stage_backward
 
 COMBINING = ("sgd", "sgd-norm", "osgd", "osgd-norm")
 
@@ -304,3 +304,44 @@ def test_a_network_trained_before_is_not_kept_alive() -> None:
     step(ToyNested())
     gc.collect()
     assert alive() is None
+
+
+def grads_of(net: nn.Module) -> list[torch.Tensor | None]:
+    return [None if p.grad is None else p.grad.clone() for p in net.parameters()]
+
+
+def assert_same_grads(got: list[torch.Tensor | None], expected: list[torch.Tensor | None]) -> None:
+    for mine, theirs in zip(got, expected, strict=True):
+        assert (mine is None) == (theirs is None)
+        if mine is not None:
+            torch.testing.assert_close(mine, theirs)
+
+
+@pytest.mark.parametrize("strategy", ["sgd-norm", "osgd", "osgd-norm"])
+def test_finish_combines_what_the_device_tensors_hold_when_it_is_called(strategy):
+    """``finish`` reads nothing but the tensors ``stage_backward`` wrote: a CUDA graph replay
+    rewrites them in place for a new batch, and the next ``finish`` must combine that batch's
+    gradients, as often as it is called."""
+    net, x, y = make()
+    x2, y2 = torch.randn_like(x), torch.randint(0, 4, y.shape)
+    fill_grad(losses_of(net, x2, y2), stage_lists(net), strategy)
+    expected = grads_of(net)
+    pending = stage_backward(losses_of(net, x, y), stage_lists(net), strategy)
+    newer = stage_backward(losses_of(net, x2, y2), stage_lists(net), strategy)
+    for mine, theirs in ((pending.rows, newer.rows), (pending.gram, newer.gram)):
+        mine.copy_(theirs)
+    first = pending.finish()
+    assert pending.finish() == first and len(first.coefficients) == net.n
+    assert_same_grads(grads_of(net), expected)
+
+
+@pytest.mark.parametrize("strategy", [*COMBINING, "greedy"])
+def test_fill_grad_is_stage_backward_then_finish(strategy):
+    net, x, y = make()
+    active = {"active_stage": 2} if strategy == "greedy" else {}
+    report = fill_grad(losses_of(net, x, y), stage_lists(net), strategy, **active)
+    expected = grads_of(net)
+    net.zero_grad(set_to_none=True)
+    pending = stage_backward(losses_of(net, x, y), stage_lists(net), strategy, **active)
+    assert pending.finish() == report
+    assert_same_grads(grads_of(net), expected)

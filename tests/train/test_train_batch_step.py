@@ -10,7 +10,7 @@ import torch.distributed as dist
 from train_toy import make_toy
 
 from nestdsl.diagnostics import NestError
-from nestdsl.train import batch_step, devices, distributed, engine, train
+from nestdsl.train import batch_step, devices, distributed, graphed, train
 from nestdsl.train.batch_step import LossWatch
 from nestdsl.train.config import make_config
 from nestdsl.train.runs import load_tensors
@@ -54,7 +54,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, monkeypa
             losses[1] = losses[1] * math.nan
         return losses
 
-    monkeypatch.setattr(engine, "train_step", poisoned)
+    monkeypatch.setattr(graphed, "train_step", poisoned)
     run = tmp_path / "run"
     with pytest.raises(NestError, match=r"T018.*stage 2 .* at step 6"):
         train(make_toy(), make_config(**FAST, epochs=3, strategy="osgd"), run, progress=False)
