@@ -17,10 +17,11 @@ What a capture fixes, and so what falls back to eager steps:
 - the memory of every parameter and buffer: if one moves (``.to()``, a reloaded state dict
   with ``assign=True``), the step is captured again.
 
-The first ``WARMUP`` steps of a plan run eagerly on a side stream (kernel selection, lazily
-created state such as momentum buffers and the layout of the per-task gradients), then one
-step is captured and every later one replays. The graph keeps one step's activations and
-gradients in its own memory pool for as long as the plan trains.
+The first ``WARMUP`` steps of a plan with one batch shape run eagerly on a side stream
+(kernel selection, lazily created state such as momentum buffers and the layout of the
+per-task gradients); the next batch of that shape is captured, and every later one replays.
+Counting per shape keeps a short last batch from being the one captured. The graph keeps one
+step's activations and gradients in its own memory pool for as long as the plan trains.
 
 Not supported (T020 before the run starts): a CPU device, several processes (their
 collectives would need capturing too), and ``--torch-compile`` (which has its own graphs).
@@ -90,6 +91,8 @@ class GraphedSteps:
     docstring). Call it as the step itself; the losses it returns are copies."""
 
     def __init__(self, plan: StepPlan, runtime: Runtime, *, warmup: int = WARMUP) -> None:
+        if runtime.device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA device, and the run is on {runtime.device}")
         self.plan = plan
         self.runtime = runtime
         self.warmup = warmup
@@ -103,12 +106,15 @@ class GraphedSteps:
         self._params = [p for group in plan.stage_params for p in group]
         self._grads: list[Tensor | None] = []
         self._grads_moved = False
+        self._seen: dict[tuple[object, ...], int] = {}  # warm-up steps per batch shape
 
     def __call__(self, images: Tensor, labels: Tensor) -> list[Tensor]:
         if self._graph is not None and not self._fits(images, labels):
             return self._eager(images, labels)
         if self._graph is None:
-            if self.eager_steps < self.warmup:
+            seen = self._seen.get(_shapes(images, labels), 0)
+            if seen < self.warmup:  # a shape seen often enough is the one to capture
+                self._seen[_shapes(images, labels)] = seen + 1
                 return self._eager(images, labels, side_stream=True)
             self._capture(images, labels)
         assert self._inputs is not None and self._backward is not None and self._graph
@@ -129,10 +135,7 @@ class GraphedSteps:
         if tuple(map(Tensor.data_ptr, self._tensors)) != self._addresses:
             self._graph = None
             return True
-        return all(
-            new.shape == old.shape and new.dtype == old.dtype and new.device == old.device
-            for new, old in zip((images, labels), self._inputs, strict=True)
-        )
+        return _shapes(images, labels) == _shapes(*self._inputs)
 
     def _eager(self, images: Tensor, labels: Tensor, *, side_stream: bool = False) -> list[Tensor]:
         """One ordinary step; during the warm-up on a side stream, as a capture needs."""
@@ -171,3 +174,8 @@ class GraphedSteps:
         self._addresses = tuple(map(Tensor.data_ptr, self._tensors))
         self._grads = [p.grad for p in self._params]
         self._grads_moved = False
+
+
+def _shapes(images: Tensor, labels: Tensor) -> tuple[object, ...]:
+    """What a capture fixes about a batch: shapes, dtypes and device."""
+    return (images.shape, images.dtype, labels.shape, labels.dtype, images.device)

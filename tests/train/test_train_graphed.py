@@ -14,6 +14,7 @@ from nestdsl.cli.app import app
 from nestdsl.diagnostics import NestError
 from nestdsl.train.batch_step import train_step
 from nestdsl.train.config import RUNTIME_FIELDS, make_config
+from nestdsl.train.devices import Runtime
 from nestdsl.train.graphed import check_graphable, graphs_text, stepper
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +54,9 @@ def test_the_banner_says_what_is_replayed() -> None:
 
 
 def test_without_cuda_graphs_the_steps_are_eager() -> None:
-    plan, runtime = object(), object()
+    plan, runtime = object(), Runtime(torch.device("cpu"), None, channels_last=False)
     steps = stepper(plan, runtime, False)  # type: ignore[arg-type]
     assert isinstance(steps, partial) and steps.func is train_step
     assert steps.args == (plan, runtime)
+    with pytest.raises(ValueError, match="need a CUDA device, and the run is on cpu"):
+        stepper(plan, runtime, True)  # type: ignore[arg-type]
