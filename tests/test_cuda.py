@@ -304,7 +304,7 @@ def test_steps_replayed_from_a_cuda_graph_train_as_eager_steps(
         losses = [step(runtime.to_device(x), y.cuda()) for x, y in batches]
         runs.append((losses, {k: v.clone() for k, v in net.state_dict().items()}))
         if isinstance(step, GraphedSteps):
-            assert (step.eager_steps, step.replays) == (5, 4)
+            assert (step.captures, step.eager_steps, step.replays) == (1, 5, 4)
     tolerance = {"atol": 1e-4, "rtol": 1e-3} if amp is None else {"atol": 2e-2, "rtol": 2e-2}
     (eager_losses, eager_state), (graphed_losses, graphed_state) = runs
     for mine, theirs in zip(graphed_losses, eager_losses, strict=True):

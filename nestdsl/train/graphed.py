@@ -97,6 +97,7 @@ class GraphedSteps:
         self.runtime = runtime
         self.warmup = warmup
         self.eager_steps = 0
+        self.captures = 0
         self.replays = 0
         self._graph: torch.cuda.CUDAGraph | None = None
         self._inputs: tuple[Tensor, Tensor] | None = None
@@ -171,6 +172,7 @@ class GraphedSteps:
                 help="train without --cuda-graphs, and report the spec and options",
             )
         self._graph = graph
+        self.captures += 1
         self._addresses = tuple(map(Tensor.data_ptr, self._tensors))
         self._grads = [p.grad for p in self._params]
         self._grads_moved = False

@@ -1,5 +1,6 @@
-"""``--cuda-graphs``: what can be checked without a GPU (the replays themselves are tested in
-tests/test_cuda.py): the refusals, the banner, and that a run without it steps eagerly."""
+"""``--cuda-graphs`` without a GPU: the refusals, the banner, that a run without it steps
+eagerly, and the replays themselves on a CUDA graph emulator (``graph_emulator``: aten ops
+recorded and replayed on the memory they wrote). tests/test_cuda.py runs them on a GPU."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from graph_emulator import emulated_cuda
+from torch import nn
 from typer.testing import CliRunner
 
+import nestdsl
 from nestdsl.cli.app import app
 from nestdsl.diagnostics import NestError
-from nestdsl.train.batch_step import train_step
+from nestdsl.train.batch_step import StepPlan, mode_of, train_step
 from nestdsl.train.config import RUNTIME_FIELDS, make_config
 from nestdsl.train.devices import Runtime
-from nestdsl.train.graphed import check_graphable, graphs_text, stepper
+from nestdsl.train.graphed import WARMUP, GraphedSteps, check_graphable, graphs_text, stepper
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = str(ROOT / "specs" / "digits_width.nest")
@@ -60,3 +64,110 @@ def test_without_cuda_graphs_the_steps_are_eager() -> None:
     assert steps.args == (plan, runtime)
     with pytest.raises(ValueError, match="need a CUDA device, and the run is on cpu"):
         stepper(plan, runtime, True)  # type: ignore[arg-type]
+
+
+def steps_of(
+    strategy: str,
+    graph: str,
+    graphed: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    bank: bool,
+    move_before: int | None = None,
+) -> tuple[list[list[torch.Tensor]], dict[str, torch.Tensor], GraphedSteps | None]:
+    """Nine steps of ``digits_width_depth`` from the same start (batch shapes 16 and 8);
+    with ``graphed``, through ``GraphedSteps`` on the emulated CUDA graph; ``move_before``:
+    every parameter gets new memory before that step."""
+    torch.manual_seed(1)
+    net = nestdsl.compile(nestdsl.load(ROOT / "specs" / "digits_width_depth.nest")).train()
+    n = net.num_stages
+    stages = [net.stage_parameters(k) for k in range(1, n + 1)]
+    active = None
+    if strategy == "greedy":  # phase 2 of Algorithm 1
+        stages, active = stages[:2], 2
+    optimizer = torch.optim.SGD(list(dict.fromkeys(net.parameters())), lr=0.05, momentum=0.9)
+    mode = (
+        "greedy"
+        if strategy == "greedy"
+        else mode_of(make_config(strategy=strategy, task_graph=graph), "cuda")
+    )
+    plan = StepPlan(mode, net, strategy, stages, optimizer, active_stage=active, capture=net.bank)
+    runtime = Runtime(torch.device("cuda"), None, channels_last=False)  # on the CPU, emulated
+    step = None
+    if graphed:
+        emulated_cuda(monkeypatch, net)
+        step = GraphedSteps(plan, runtime)
+    run = step or partial(train_step, plan, runtime)
+    torch.manual_seed(2)
+    sizes = [16, 8, 16, 16, 16, 16, 8, 16, 16]
+    batches = [(torch.randn(b, 1, 16, 16), torch.randint(0, 10, (b,))) for b in sizes]
+    losses = []
+    with net.bank.gathering(bank, "cpu"):
+        for i, (x, y) in enumerate(batches):
+            if i == move_before:
+                for p in net.parameters():
+                    p.data = p.data.clone()
+            losses.append(run(x, y))
+    return losses, {k: v.clone() for k, v in net.state_dict().items()}, step
+
+
+@pytest.mark.parametrize(
+    ("strategy", "graph", "bank"),
+    [
+        ("sgd", "auto", False),
+        ("sgd", "auto", True),
+        ("osgd", "anytime", False),
+        ("osgd", "joint", True),
+        ("osgd-norm", "joint", False),
+        ("greedy", "auto", False),
+    ],
+)
+def test_replayed_steps_train_exactly_as_eager_steps(
+    strategy: str, graph: str, bank: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the CUDA graph emulator (``graph_emulator``: the recorded aten ops replayed on the
+    memory they wrote, Python not run again): warm-up, a capture of the common batch shape,
+    replays, an eager batch of the other shape, replays again, give eager training's losses
+    and weights, bit for bit. With ``bank``, the weight bank gathers (as on a GPU) and hands
+    its gradient over in one piece."""
+    eager_losses, eager_state, _ = steps_of(strategy, graph, False, monkeypatch, bank)
+    losses, state, step = steps_of(strategy, graph, True, monkeypatch, bank)
+    assert step is not None and (step.captures, step.eager_steps, step.replays) == (1, 5, 4)
+    for mine, theirs in zip(losses, eager_losses, strict=True):
+        assert torch.equal(torch.stack(mine), torch.stack(theirs))
+    for key, value in eager_state.items():
+        assert torch.equal(state[key], value), key
+
+
+def test_parameters_moved_to_new_memory_are_captured_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    eager_losses, eager_state, _ = steps_of("sgd", "auto", False, monkeypatch, False, 7)
+    losses, state, step = steps_of("sgd", "auto", True, monkeypatch, False, 7)
+    assert step is not None and (step.captures, step.replays) == (2, 4)
+    for mine, theirs in zip(losses, eager_losses, strict=True):
+        assert torch.equal(torch.stack(mine), torch.stack(theirs))
+    for key, value in eager_state.items():
+        assert torch.equal(state[key], value), key
+
+
+class _ReadsOnTheHost(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = float(x.abs().mean())  # a host read: fine eagerly, not inside a capture
+        return self.linear(x.flatten(1)) / scale
+
+
+def test_a_step_that_reads_the_device_cannot_be_captured(monkeypatch: pytest.MonkeyPatch) -> None:
+    net = _ReadsOnTheHost()
+    params = list(net.parameters())
+    plan = StepPlan("standalone", net, "sgd", [params], torch.optim.SGD(params, lr=0.1))
+    emulated_cuda(monkeypatch, net)
+    step = GraphedSteps(plan, Runtime(torch.device("cuda"), None, channels_last=False))
+    x, y = torch.randn(4, 1, 16, 16), torch.randint(0, 10, (4,))
+    for _ in range(WARMUP):
+        step(x, y)
+    with pytest.raises(NestError, match=r"T020.*cannot be recorded as a CUDA graph"):
+        step(x, y)

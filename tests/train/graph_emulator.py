@@ -1,0 +1,109 @@
+"""CUDA graph semantics on the CPU, at the level of aten ops, for testing ``GraphedSteps``.
+
+A CUDA graph records the kernels that a block of Python launches and replays them on the
+same memory: Python is not run again, so whatever the block did in Python (a ``.grad``
+assigned, a list appended, a value computed on the host) happened once, at the capture,
+and a host read of device data inside the block is an error. ``FakeGraph`` records the aten
+ops of the block with a dispatch mode and replays them on the tensors they wrote:
+
+- an op that writes into its arguments (in-place, ``out=``) runs again on them;
+- a view writes nothing and aliases memory it already shares: skipped;
+- any other op runs again and its result is copied into the tensor it returned at the
+  capture, the memory that later ops and the caller hold.
+
+As on a GPU, the block's effects on the network's buffers (BatchNorm statistics) and on
+the random number generator are undone after the capture (a real capture runs no kernel),
+and reading device data on the host inside it raises. ``emulated_cuda`` patches
+``torch.cuda``'s graph and stream functions with these, for a network on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+_HOST_READS = {torch.ops.aten._local_scalar_dense.default}
+_COPIES = {torch.ops.aten._to_copy.default}
+
+
+def _tensors(tree: Any) -> list[torch.Tensor]:
+    return [leaf for leaf in tree_flatten(tree)[0] if isinstance(leaf, torch.Tensor)]
+
+
+def _writes(func: Any) -> bool:
+    return any(a.alias_info is not None and a.alias_info.is_write for a in func._schema.arguments)
+
+
+def _is_view(func: Any) -> bool:
+    returns = func._schema.returns
+    return bool(returns) and all(r.alias_info is not None for r in returns) and not _writes(func)
+
+
+class _Recorder(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[tuple[Any, tuple[Any, ...], dict[str, Any], Any]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        to_host = func in _COPIES and kwargs.get("device") == torch.device("cpu")
+        if func in _HOST_READS or to_host:
+            raise RuntimeError(f"operation not permitted when stream is capturing ({func})")
+        out = func(*args, **kwargs)
+        self.ops.append((func, args, kwargs, out))
+        return out
+
+
+class FakeGraph:
+    """Stands in for ``torch.cuda.CUDAGraph``."""
+
+    def __init__(self) -> None:
+        self.recorder = _Recorder()
+
+    @torch.no_grad()  # kernels, as the GPU replays them: nothing for autograd to record
+    def replay(self) -> None:
+        for func, args, kwargs, out in self.recorder.ops:
+            if _is_view(func):
+                continue
+            result = func(*args, **kwargs)
+            if _writes(func):
+                continue
+            for old, new in zip(_tensors(out), _tensors(result), strict=True):
+                old.copy_(new)
+
+
+class _Stream:
+    def wait_stream(self, other: object) -> None:
+        pass
+
+
+def emulated_cuda(monkeypatch: pytest.MonkeyPatch, net: nn.Module) -> list[FakeGraph]:
+    """Patch ``torch.cuda``'s graphs and streams for ``net`` (on the CPU); returns the list
+    that every graph captured from now on is appended to."""
+    graphs: list[FakeGraph] = []
+
+    @contextlib.contextmanager
+    def graph(cuda_graph: FakeGraph, **options: object) -> Iterator[None]:
+        buffers = [b.clone() for b in net.buffers()]
+        rng = torch.get_rng_state()
+        graphs.append(cuda_graph)
+        with cuda_graph.recorder:
+            yield
+        with torch.no_grad():
+            for saved, buffer in zip(buffers, net.buffers(), strict=True):
+                buffer.copy_(saved)
+        torch.set_rng_state(rng)
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", FakeGraph)
+    monkeypatch.setattr(torch.cuda, "graph", graph)
+    monkeypatch.setattr(torch.cuda, "Stream", lambda *args, **kwargs: _Stream())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda *args, **kwargs: _Stream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    return graphs
