@@ -14,7 +14,9 @@ optimizer step) is compared with SGD's step (one joint forward and backward):
   statistics on a GPU, the torch profiler's memory events on a CPU);
 - aten ops dispatched per step over those of the bare passes, and host-device
   synchronisations per step (`nestdsl.profiling.DispatchCounter`): what a GPU punishes,
-  measured on any machine.
+  measured on any machine; and **rest ops**, the ops dispatched after the step's forward and
+  backward passes (``finish_step``: coefficients, write, optimizer), all that the host still
+  dispatches per step when ``--cuda-graphs`` replays the passes.
 
     python bench/step_costs.py [SPEC ...] [--batch 16] [--repeats 7] [--device cpu]
         [--strategies sgd,sgd-norm,osgd,osgd-norm] [--task-graphs anytime,joint] [--threads N]
@@ -65,7 +67,14 @@ import nestdsl
 from nestdsl.compiler.assembly import PER_LAYER_DEVICES
 from nestdsl.optim.stage_grads import ONE_PASS
 from nestdsl.profiling import DispatchCounter
-from nestdsl.train.batch_step import FORWARDS, StepPlan, mode_of, train_step
+from nestdsl.train.batch_step import (
+    FORWARDS,
+    StepPlan,
+    backward_step,
+    finish_step,
+    mode_of,
+    train_step,
+)
 from nestdsl.train.compiled import compiling
 from nestdsl.train.config import make_config
 from nestdsl.train.devices import Runtime, cuda_capability
@@ -95,6 +104,9 @@ class Case:
     warmup: int = 0
     """Steps before the timed ones beyond the usual (``--cuda-graphs``: eager steps, then the
     capture)."""
+    rest: Callable[[], int] | None = None
+    """Ops the host dispatches after the step's recorded passes (``finish_step``): all that
+    is left to it per step when ``--cuda-graphs`` replays the passes (eager cases only)."""
 
 
 def runtime_for(device: torch.device) -> Runtime:
@@ -151,7 +163,14 @@ def make_case(
         return Case(strategy, f"{label}+{compiled[0]}", step, bare, compiled=True)
     if cuda_graphs:
         return Case(strategy, f"{label}+graphs", step, bare, warmup=WARMUP + 1)
-    return Case(strategy, label, step, bare)
+
+    def rest() -> int:
+        backward = backward_step(plan, runtime, x, y)
+        with DispatchCounter() as counter:
+            finish_step(plan, backward)
+        return counter.ops
+
+    return Case(strategy, label, step, bare, rest=rest)
 
 
 def per_layer(net: nestdsl.NestedNet, case: Case, device: torch.device) -> Case:
@@ -301,7 +320,8 @@ def compare(
         f"  {'strategy':16s} {'ms/step':>8s} {'vs ' + base.label:>8s} {'ideal':>6s} "
         f"{'x ideal':>7s} "
         f"{'bare ms':>8s} {'step/bare':>9s} "
-        f"{'peak MiB':>9s} {'ops/step':>9s} {'bare ops':>9s} {'ratio':>6s} {'syncs':>6s}"
+        f"{'peak MiB':>9s} {'ops/step':>9s} {'bare ops':>9s} {'ratio':>6s} {'syncs':>6s} "
+        f"{'rest ops':>9s}"
     )
     for case in cases:
         median = statistics.median(times[case.label])
@@ -316,14 +336,16 @@ def compare(
 
 
 def counts(case: Case, marked: list[torch.Tensor]) -> str:
-    """Ops per step, per bare passes, their ratio and syncs per step (eager cases only)."""
+    """Ops per step, per bare passes, their ratio, syncs per step and the ops left to the host
+    when the passes are replayed (not for compiled cases)."""
     if case.compiled:
-        return f"{'-':>9s} {'-':>9s} {'-':>6s} {'-':>6s}"
+        return f"{'-':>9s} {'-':>9s} {'-':>6s} {'-':>6s} {'-':>9s}"
     step_ops = dispatched(case.step, marked)
     bare_ops = dispatched(case.bare, marked)
+    rest = f"{case.rest():9d}" if case.rest is not None else f"{'-':>9s}"
     return (
         f"{step_ops.ops:9d} {bare_ops.ops:9d} {step_ops.ops / bare_ops.ops:6.2f} "
-        f"{step_ops.syncs:6d}"
+        f"{step_ops.syncs:6d} {rest}"
     )
 
 

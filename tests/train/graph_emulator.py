@@ -106,4 +106,5 @@ def emulated_cuda(monkeypatch: pytest.MonkeyPatch, net: nn.Module) -> list[FakeG
     monkeypatch.setattr(torch.cuda, "Stream", lambda *args, **kwargs: _Stream())
     monkeypatch.setattr(torch.cuda, "current_stream", lambda *args, **kwargs: _Stream())
     monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
     return graphs
