@@ -91,8 +91,7 @@ class GraphedSteps:
     docstring). Call it as the step itself; the losses it returns are copies."""
 
     def __init__(self, plan: StepPlan, runtime: Runtime, *, warmup: int = WARMUP) -> None:
-        if runtime.device.type != "cuda":
-            raise ValueError(f"CUDA graphs need a CUDA device, and the run is on {runtime.device}")
+        _require_cuda(runtime.device)
         self.plan = plan
         self.runtime = runtime
         self.warmup = warmup
@@ -176,6 +175,11 @@ class GraphedSteps:
         self._addresses = tuple(map(Tensor.data_ptr, self._tensors))
         self._grads = [p.grad for p in self._params]
         self._grads_moved = False
+
+
+def _require_cuda(device: torch.device) -> None:
+    if device.type != "cuda":
+        raise ValueError(f"CUDA graphs need a CUDA device, and the run is on {device}")
 
 
 def _shapes(images: Tensor, labels: Tensor) -> tuple[object, ...]:

@@ -66,9 +66,11 @@ class FakeGraph:
 
     def __init__(self) -> None:
         self.recorder = _Recorder()
+        self.replays = 0
 
     @torch.no_grad()  # kernels, as the GPU replays them: nothing for autograd to record
     def replay(self) -> None:
+        self.replays += 1
         for func, args, kwargs, out in self.recorder.ops:
             if _is_view(func):
                 continue

@@ -11,11 +11,13 @@ import pytest
 import torch
 from graph_emulator import emulated_cuda
 from torch import nn
+from train_toy import make_toy
 from typer.testing import CliRunner
 
 import nestdsl
 from nestdsl.cli.app import app
 from nestdsl.diagnostics import NestError
+from nestdsl.train import engine, graphed, train
 from nestdsl.train.batch_step import StepPlan, mode_of, train_step
 from nestdsl.train.config import RUNTIME_FIELDS, make_config
 from nestdsl.train.devices import Runtime
@@ -171,3 +173,27 @@ def test_a_step_that_reads_the_device_cannot_be_captured(monkeypatch: pytest.Mon
         step(x, y)
     with pytest.raises(NestError, match=r"T020.*cannot be recorded as a CUDA graph"):
         step(x, y)
+
+
+@pytest.mark.parametrize("strategy", ["sgd", "osgd", "greedy"])
+def test_a_run_with_cuda_graphs_learns_exactly_what_an_eager_run_learns(
+    strategy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine with ``cuda_graphs=True`` on the emulated graphs (the device checks off):
+    every epoch's losses and the final weights equal an eager run's. Batches of 16 from 150
+    training examples end each epoch on a batch of 6 (eager); greedy captures once per
+    phase; validation runs between epochs."""
+    options = {"data": "synthetic:150", "batch_size": 16, "lr": 0.05, "device": "cpu"}
+    options |= {"epochs": 2, "strategy": strategy}
+    eager_net = make_toy()
+    eager = train(eager_net, make_config(**options), progress=False)
+    net = make_toy()
+    monkeypatch.setattr(engine, "check_graphable", lambda *args: None)
+    monkeypatch.setattr(graphed, "_require_cuda", lambda device: None)
+    graphs = emulated_cuda(monkeypatch, net)
+    result = train(net, make_config(**options, cuda_graphs=True), progress=False)
+    assert len(graphs) == (net.num_stages if strategy == "greedy" else 1)
+    assert all(graph.replays == 15 for graph in graphs)  # 18 full batches a phase, 3 eager
+    assert [r.train_loss for r in result.history] == [r.train_loss for r in eager.history]
+    for key, value in eager_net.state_dict().items():
+        assert torch.equal(net.state_dict()[key], value), key
