@@ -1,5 +1,9 @@
 """One optimisation step per training mode, all ending in ``fill_grad`` + ``optimizer.step``.
 
+A step is two halves: ``backward_step`` (forward, losses, ``stage_backward``: device work that
+never reads a value on the host, so ``nestdsl.train.graphed`` can record it as a CUDA graph)
+and ``finish_step`` (the direction's ``finish``, then the optimizer); ``train_step`` runs both.
+
 Modes and how they compute the stage losses:
 
 - ``joint`` (strategy ``sgd``): one joint ``net(x)``; fill_grad does one backward of

@@ -117,7 +117,7 @@ class GraphedSteps:
                 self._seen[_shapes(images, labels)] = seen + 1
                 return self._eager(images, labels, side_stream=True)
             self._capture(images, labels)
-        assert self._inputs is not None and self._backward is not None and self._graph
+        assert self._graph is not None and self._inputs is not None and self._backward
         self._inputs[0].copy_(images)
         self._inputs[1].copy_(labels)
         self._graph.replay()
