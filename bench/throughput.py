@@ -1,7 +1,7 @@
 """Benchmark: training throughput end to end (data loading included), per strategy.
 
-For each spec and data source, one training epoch (the training loader, ``train_step`` as the
-engine runs it; no validation) per strategy and loader setting, interleaved round by round so
+For each spec and data source, one training epoch (the training loader, the steps as the
+engine takes them; no validation) per strategy and loader setting, interleaved round by round so
 that machine noise hits all alike. Prints the median images per second and the fraction of the
 epoch spent waiting for the loader (time in ``next()`` of its iterator, worker start-up
 included, as every epoch pays it).
@@ -12,7 +12,10 @@ for a shared 2-core machine; give ``--case SPEC=DATA`` for others (e.g.
 ``specs/resnet42_width.nest=synthetic:4096``).
 
     python bench/throughput.py [--case SPEC=DATA ...] [--strategies sgd,osgd]
-        [--workers 0,2] [--batch 64] [--repeats 5] [--device cuda]
+        [--workers 0,2] [--batch 64] [--repeats 5] [--device cuda] [--cuda-graphs]
+
+``--cuda-graphs`` (on a GPU) runs every setting again with the trainer's ``--cuda-graphs``
+steps (``nestdsl.train.graphed.GraphedSteps``), labelled ``osgd+graphs``.
 
 Every setting runs with the same intra-op threads (``--threads``, default: the thread budget
 of the setting with the most loader workers, `nestdsl.train.devices.thread_budget`), so that
@@ -32,11 +35,12 @@ import torch
 
 import nestdsl
 from nestdsl.data import build_datasets
-from nestdsl.train.batch_step import StepPlan, mode_of, train_step
+from nestdsl.train.batch_step import StepPlan, mode_of
 from nestdsl.train.config import TrainConfig
 from nestdsl.train.devices import Runtime, resolve_runtime, thread_budget
 from nestdsl.train.distributed import DistContext
 from nestdsl.train.engine import loss_memberships
+from nestdsl.train.graphed import Step, stepper
 from nestdsl.train.loaders import EpochLoaders
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +80,7 @@ def timed_batches(loader: object) -> Iterator[tuple[float, tuple[torch.Tensor, t
         start = time.perf_counter()
 
 
-def epoch(plan: StepPlan, runtime: Runtime, loaders: EpochLoaders, number: int) -> Epoch:
+def epoch(steps: Step, runtime: Runtime, loaders: EpochLoaders, number: int) -> Epoch:
     loaders.start_epoch(number)
     loading, images = 0.0, 0
     start = time.perf_counter()
@@ -84,7 +88,7 @@ def epoch(plan: StepPlan, runtime: Runtime, loaders: EpochLoaders, number: int) 
         loading += waited
         x = runtime.to_device(x)
         y = y.to(runtime.device, non_blocking=runtime.pin_memory)
-        losses = train_step(plan, runtime, x, y)
+        losses = steps(x, y)
         images += int(y.shape[0])
     if runtime.device.type == "cuda":
         float(losses[-1])  # wait for the queued kernels
@@ -108,11 +112,13 @@ def compare(case: str, strategies: list[str], workers: list[int], args: argparse
     if runtime.channels_last:
         net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     data = build_datasets(data_source, net.input_shape, augment=True, seed=0)
-    settings = [(s, w) for s in strategies for w in workers]
+    graphs = [False, True] if args.cuda_graphs and runtime.device.type == "cuda" else [False]
+    settings = [(s, g, w) for s in strategies for g in graphs for w in workers]
     plans = {
         s: make_plan(net, base.model_copy(update={"strategy": s}), runtime.device.type)
         for s in strategies
     }
+    steps = {(s, g): stepper(plans[s], runtime, g) for s in strategies for g in graphs}
     loaders = {
         w: EpochLoaders(
             data.train,
@@ -125,23 +131,24 @@ def compare(case: str, strategies: list[str], workers: list[int], args: argparse
         )
         for w in workers
     }
-    results: dict[tuple[str, int], list[Epoch]] = {key: [] for key in settings}
+    results: dict[tuple[str, bool, int], list[Epoch]] = {key: [] for key in settings}
     for number in range(args.repeats + 1):  # the first round warms up and is dropped
-        for strategy, w in settings:
-            result = epoch(plans[strategy], runtime, loaders[w], number)
+        for strategy, g, w in settings:
+            result = epoch(steps[(strategy, g)], runtime, loaders[w], number)
             if number:
-                results[(strategy, w)].append(result)
+                results[(strategy, g, w)].append(result)
     print(
         f"\n{spec} on {data_source} ({len(data.train)} training images, input "  # type: ignore[arg-type]
         f"{'x'.join(map(str, net.input_shape))}), batch {args.batch}, {runtime.device}, "
         f"{torch.get_num_threads()} threads"
     )
-    print(f"  {'strategy':9s} {'workers':>7s} {'images/s':>9s} {'loader':>7s}")
-    for strategy, w in settings:
-        epochs = results[(strategy, w)]
+    print(f"  {'strategy':14s} {'workers':>7s} {'images/s':>9s} {'loader':>7s}")
+    for strategy, g, w in settings:
+        epochs = results[(strategy, g, w)]
         rate = statistics.median(e.images / e.seconds for e in epochs)
         share = statistics.median(e.loading / e.seconds for e in epochs)
-        print(f"  {strategy:9s} {w:7d} {rate:9.0f} {share:7.1%}")
+        label = f"{strategy}+graphs" if g else strategy
+        print(f"  {label:14s} {w:7d} {rate:9.0f} {share:7.1%}")
 
 
 def main() -> None:
@@ -153,6 +160,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, help="intra-op CPU threads (default: budget)")
+    parser.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="on a GPU, also run every setting with --cuda-graphs' replayed steps",
+    )
     args = parser.parse_args()
     strategies = args.strategies.split(",")
     workers = [int(w) for w in args.workers.split(",")]

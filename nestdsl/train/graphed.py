@@ -21,7 +21,9 @@ The first ``WARMUP`` steps of a plan with one batch shape run eagerly on a side 
 (kernel selection, lazily created state such as momentum buffers and the layout of the
 per-task gradients); the next batch of that shape is captured, and every later one replays.
 Counting per shape keeps a short last batch from being the one captured. The graph keeps one
-step's activations and gradients in its own memory pool for as long as the plan trains.
+step's activations and gradients in its own memory pool for as long as the plan trains. The
+gradients it writes are the parameters' ``.grad`` again after every replay, whatever replaced
+them in between (an eager step, or a loop's ``optimizer.zero_grad()``).
 
 Not supported (T020 before the run starts): a CPU device, several processes (their
 collectives would need capturing too), and ``--torch-compile`` (which has its own graphs).
@@ -29,6 +31,7 @@ collectives would need capturing too), and ``--torch-compile`` (which has its ow
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from functools import partial
 
@@ -45,6 +48,8 @@ Step = Callable[[Tensor, Tensor], list[Tensor]]
 
 WARMUP = 3
 """Eager steps before the capture (PyTorch's own examples warm up with three)."""
+
+_GRAD = operator.attrgetter("grad")
 
 
 def check_graphable(config: TrainConfig, device: torch.device, processes: int) -> None:
@@ -105,7 +110,6 @@ class GraphedSteps:
         self._addresses: tuple[int, ...] = ()
         self._params = [p for group in plan.stage_params for p in group]
         self._grads: list[Tensor | None] = []
-        self._grads_moved = False
         self._seen: dict[tuple[object, ...], int] = {}  # warm-up steps per batch shape
 
     def __call__(self, images: Tensor, labels: Tensor) -> list[Tensor]:
@@ -122,10 +126,10 @@ class GraphedSteps:
         self._inputs[1].copy_(labels)
         self._graph.replay()
         self.replays += 1
-        if self._grads_moved:  # an eager step gave some parameters gradients of its own
+        if any(map(operator.is_not, map(_GRAD, self._params), self._grads)):
+            # an eager step, or the caller (``zero_grad``), replaced gradients the graph writes
             for p, grad in zip(self._params, self._grads, strict=True):
                 p.grad = grad
-            self._grads_moved = False
         return [loss.clone() for loss in finish_step(self.plan, self._backward)]
 
     def _fits(self, images: Tensor, labels: Tensor) -> bool:
@@ -140,7 +144,6 @@ class GraphedSteps:
     def _eager(self, images: Tensor, labels: Tensor, *, side_stream: bool = False) -> list[Tensor]:
         """One ordinary step; during the warm-up on a side stream, as a capture needs."""
         self.eager_steps += 1
-        self._grads_moved = self._graph is not None
         if not side_stream:
             return train_step(self.plan, self.runtime, images, labels)
         current = torch.cuda.current_stream(images.device)
@@ -174,7 +177,6 @@ class GraphedSteps:
         self.captures += 1
         self._addresses = tuple(map(Tensor.data_ptr, self._tensors))
         self._grads = [p.grad for p in self._params]
-        self._grads_moved = False
 
 
 def _require_cuda(device: torch.device) -> None:

@@ -75,10 +75,12 @@ def steps_of(
     monkeypatch: pytest.MonkeyPatch,
     bank: bool,
     move_before: int | None = None,
+    zero_grad: bool = False,
 ) -> tuple[list[list[torch.Tensor]], dict[str, torch.Tensor], GraphedSteps | None]:
     """Nine steps of ``digits_width_depth`` from the same start (batch shapes 16 and 8);
     with ``graphed``, through ``GraphedSteps`` on the emulated CUDA graph; ``move_before``:
-    every parameter gets new memory before that step."""
+    every parameter gets new memory before that step; ``zero_grad``: the loop calls
+    ``optimizer.zero_grad()`` (gradients set to None) before every step."""
     torch.manual_seed(1)
     net = nestdsl.compile(nestdsl.load(ROOT / "specs" / "digits_width_depth.nest")).train()
     n = net.num_stages
@@ -108,6 +110,8 @@ def steps_of(
             if i == move_before:
                 for p in net.parameters():
                     p.data = p.data.clone()
+            if zero_grad:
+                optimizer.zero_grad()
             losses.append(run(x, y))
     return losses, {k: v.clone() for k, v in net.state_dict().items()}, step
 
@@ -134,6 +138,20 @@ def test_replayed_steps_train_exactly_as_eager_steps(
     eager_losses, eager_state, _ = steps_of(strategy, graph, False, monkeypatch, bank)
     losses, state, step = steps_of(strategy, graph, True, monkeypatch, bank)
     assert step is not None and (step.captures, step.eager_steps, step.replays) == (1, 5, 4)
+    for mine, theirs in zip(losses, eager_losses, strict=True):
+        assert torch.equal(torch.stack(mine), torch.stack(theirs))
+    for key, value in eager_state.items():
+        assert torch.equal(state[key], value), key
+
+
+@pytest.mark.parametrize("strategy", ["sgd", "osgd", "greedy"])
+def test_a_loop_that_sets_gradients_to_none_still_trains(
+    strategy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``optimizer.zero_grad()`` before each step (the usual loop) drops the gradients a replay
+    writes; the step gives them back before the optimizer reads them."""
+    eager_losses, eager_state, _ = steps_of(strategy, "auto", False, monkeypatch, False)
+    losses, state, _ = steps_of(strategy, "auto", True, monkeypatch, False, zero_grad=True)
     for mine, theirs in zip(losses, eager_losses, strict=True):
         assert torch.equal(torch.stack(mine), torch.stack(theirs))
     for key, value in eager_state.items():
