@@ -13,8 +13,10 @@ ops of the block with a dispatch mode and replays them on the tensors they wrote
 
 As on a GPU, the block's effects on the network's buffers (BatchNorm statistics) and on
 the random number generator are undone after the capture (a real capture runs no kernel),
-and reading device data on the host inside it raises. ``emulated_cuda`` patches
-``torch.cuda``'s graph and stream functions with these, for a network on the CPU.
+and reading device data on the host (a host read, a copy to the host, an op whose output
+size depends on the data) or building a tensor from host data inside it raises.
+``emulated_cuda`` patches ``torch.cuda``'s graph and stream functions with these, for a
+network on the CPU.
 """
 
 from __future__ import annotations
@@ -31,6 +33,26 @@ from torch.utils._pytree import tree_flatten
 
 _HOST_READS = {torch.ops.aten._local_scalar_dense.default}
 _COPIES = {torch.ops.aten._to_copy.default}
+_FROM_HOST = {torch.ops.aten.lift_fresh.default, torch.ops.aten.lift_fresh_copy.default}
+"""``torch.tensor(...)``: data built on the host, which a GPU would copy to the device in the
+capture (a copy from pageable memory, which a capture refuses)."""
+_SIZED_BY_DATA = {
+    torch.ops.aten.nonzero.default,
+    torch.ops.aten.masked_select.default,
+    torch.ops.aten._unique2.default,
+    torch.ops.aten.unique_dim.default,
+    torch.ops.aten.unique_consecutive.default,
+    torch.ops.aten.repeat_interleave.Tensor,
+}
+"""Ops whose output size depends on the data: on a GPU the host must read it (a sync)."""
+
+
+def _sized_by_data(func: Any, args: tuple[Any, ...]) -> bool:
+    """The ops above, and indexing with a boolean mask (``x[x > 0]``)."""
+    if func in _SIZED_BY_DATA:
+        return True
+    masks = [i for i in _tensors(args[1:]) if i.dtype == torch.bool]
+    return func is torch.ops.aten.index.Tensor and bool(masks)
 
 
 def _tensors(tree: Any) -> list[torch.Tensor]:
@@ -54,7 +76,7 @@ class _Recorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = kwargs or {}
         to_host = func in _COPIES and kwargs.get("device") == torch.device("cpu")
-        if func in _HOST_READS or to_host:
+        if func in _HOST_READS or func in _FROM_HOST or _sized_by_data(func, args) or to_host:
             raise RuntimeError(f"operation not permitted when stream is capturing ({func})")
         out = func(*args, **kwargs)
         self.ops.append((func, args, kwargs, out))

@@ -4,6 +4,7 @@ recorded and replayed on the memory they wrote). tests/test_cuda.py runs them on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -215,3 +216,24 @@ def test_a_run_with_cuda_graphs_learns_exactly_what_an_eager_run_learns(
     assert [r.train_loss for r in result.history] == [r.train_loss for r in eager.history]
     for key, value in eager_net.state_dict().items():
         assert torch.equal(net.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        lambda x: float(x.sum()),  # a host read
+        lambda x: x[x > 0],  # an output sized by the data
+        lambda x: x + torch.tensor([1.0]),  # a tensor built from host data
+        lambda x: x.to("cpu", copy=True),  # a copy to the host
+    ],
+)
+def test_the_emulator_refuses_what_a_capture_refuses(
+    block: Callable[[torch.Tensor], object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulated_cuda(monkeypatch, nn.Module())
+    x = torch.randn(4)
+    with (
+        pytest.raises(RuntimeError, match="not permitted when stream is capturing"),
+        torch.cuda.graph(torch.cuda.CUDAGraph()),
+    ):
+        block(x)
