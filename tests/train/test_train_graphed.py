@@ -77,13 +77,14 @@ def steps_of(
     bank: bool,
     move_before: int | None = None,
     zero_grad: bool = False,
+    spec: str = "digits_width_depth",
 ) -> tuple[list[list[torch.Tensor]], dict[str, torch.Tensor], GraphedSteps | None]:
-    """Nine steps of ``digits_width_depth`` from the same start (batch shapes 16 and 8);
-    with ``graphed``, through ``GraphedSteps`` on the emulated CUDA graph; ``move_before``:
-    every parameter gets new memory before that step; ``zero_grad``: the loop calls
-    ``optimizer.zero_grad()`` (gradients set to None) before every step."""
+    """Nine steps of ``spec`` from the same start (batch shapes 16 and 8); with ``graphed``,
+    through ``GraphedSteps`` on the emulated CUDA graph; ``move_before``: every parameter
+    gets new memory before that step; ``zero_grad``: the loop calls ``optimizer.zero_grad()``
+    (gradients set to None) before every step."""
     torch.manual_seed(1)
-    net = nestdsl.compile(nestdsl.load(ROOT / "specs" / "digits_width_depth.nest")).train()
+    net = nestdsl.compile(nestdsl.load(ROOT / "specs" / f"{spec}.nest")).train()
     n = net.num_stages
     stages = [net.stage_parameters(k) for k in range(1, n + 1)]
     active = None
@@ -104,7 +105,7 @@ def steps_of(
     run = step or partial(train_step, plan, runtime)
     torch.manual_seed(2)
     sizes = [16, 8, 16, 16, 16, 16, 8, 16, 16]
-    batches = [(torch.randn(b, 1, 16, 16), torch.randint(0, 10, (b,))) for b in sizes]
+    batches = [(torch.randn(b, *net.input_shape), torch.randint(0, 10, (b,))) for b in sizes]
     losses = []
     with net.bank.gathering(bank, "cpu"):
         for i, (x, y) in enumerate(batches):
@@ -139,6 +140,34 @@ def test_replayed_steps_train_exactly_as_eager_steps(
     eager_losses, eager_state, _ = steps_of(strategy, graph, False, monkeypatch, bank)
     losses, state, step = steps_of(strategy, graph, True, monkeypatch, bank)
     assert step is not None and (step.captures, step.eager_steps, step.replays) == (1, 5, 4)
+    for mine, theirs in zip(losses, eager_losses, strict=True):
+        assert torch.equal(torch.stack(mine), torch.stack(theirs))
+    for key, value in eager_state.items():
+        assert torch.equal(state[key], value), key
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "digits_width",
+        "digits_depth",
+        "digits_even_width",
+        "digits_densenet_depth",
+        "digits_eann",
+        "digits_mobilenet_width",
+        "digits_se_width",
+    ],
+)
+@pytest.mark.parametrize("graph", ["anytime", "joint"])
+def test_every_digits_architecture_trains_from_replays(
+    spec: str, graph: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """osgd through either graph on every other digits spec (DenseNet, cascade, depthwise,
+    squeeze-excitation layers...): nothing in a step reads the device, and replays train
+    exactly as eager steps do."""
+    eager_losses, eager_state, _ = steps_of("osgd", graph, False, monkeypatch, True, spec=spec)
+    losses, state, step = steps_of("osgd", graph, True, monkeypatch, True, spec=spec)
+    assert step is not None and step.replays == 4
     for mine, theirs in zip(losses, eager_losses, strict=True):
         assert torch.equal(torch.stack(mine), torch.stack(theirs))
     for key, value in eager_state.items():
