@@ -291,10 +291,12 @@ def compare(
     if layers and device.type not in PER_LAYER_DEVICES and net.bank.layers:
         cases += [per_layer(net, case, device) for case in list(cases)]
     cases += compiled_cases(net, strategies, compile_modes, x, y, runtime)
-    if cuda_graphs and device.type == "cuda":
-        cases += [
-            make_case(net, s, graph, x, y, runtime, cuda_graphs=True) for s, graph in strategies
-        ]
+    if cuda_graphs and device.type == "cuda":  # on a copy: eager steps replace its gradients
+        twin = nestdsl.compile(net.ir).to(device).train()
+        twin.load_state_dict(net.state_dict())
+        if runtime.channels_last:
+            twin.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        cases += [make_case(twin, s, g, x, y, runtime, cuda_graphs=True) for s, g in strategies]
     for case in cases:  # warm-up: optimizer state, allocator, kernels (compiling, if compiled)
         for _ in range(case.warmup):
             case.step()

@@ -105,20 +105,25 @@ def make_plan(net: nestdsl.NestedNet, config: TrainConfig, device: str) -> StepP
 
 def compare(case: str, strategies: list[str], workers: list[int], args: argparse.Namespace) -> None:
     spec, data_source = case.split("=", 1)
-    net = network(spec)
     base = TrainConfig(data=data_source, batch_size=args.batch, device=args.device)
     runtime = resolve_runtime(base)
-    net.to(runtime.device).train()
-    if runtime.channels_last:
-        net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    data = build_datasets(data_source, net.input_shape, augment=True, seed=0)
     graphs = [False, True] if args.cuda_graphs and runtime.device.type == "cuda" else [False]
+    nets = {g: network(spec).to(runtime.device).train() for g in graphs}  # one per way to step
+    for net in nets.values():
+        if runtime.channels_last:
+            net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    net = nets[False]
+    data = build_datasets(data_source, net.input_shape, augment=True, seed=0)
     settings = [(s, g, w) for s in strategies for g in graphs for w in workers]
-    plans = {
-        s: make_plan(net, base.model_copy(update={"strategy": s}), runtime.device.type)
+    steps = {
+        (s, g): stepper(
+            make_plan(nets[g], base.model_copy(update={"strategy": s}), runtime.device.type),
+            runtime,
+            g,
+        )
         for s in strategies
+        for g in graphs
     }
-    steps = {(s, g): stepper(plans[s], runtime, g) for s in strategies for g in graphs}
     loaders = {
         w: EpochLoaders(
             data.train,
