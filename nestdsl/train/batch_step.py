@@ -28,9 +28,9 @@ direction, so that ``scaler.step`` can unscale it, detect inf/NaN (an overflow a
 poisons the combination, which then is non-finite too) and skip the step as usual. No step
 reads a device value on the host except the Gram matrix that the coefficients need.
 
-A non-finite loss is remembered on the device by `LossWatch` and reported (stage and step)
-at the next check, which the engine makes at least at every epoch end, before checkpointing:
-the last checkpoint on disk is therefore always one of finite training.
+A non-finite loss is kept on the device by `LossWatch` and reported (stage and step) at the
+next check, every CHECK_EVERY steps and at every epoch end, before checkpointing: the last
+checkpoint on disk is therefore always one of finite training.
 """
 
 from __future__ import annotations
@@ -180,38 +180,45 @@ def finish_step(plan: StepPlan, backward: Backward) -> list[Tensor]:
 
 
 class LossWatch:
-    """The first (step, stage) whose loss was NaN or infinite, kept on the losses' device.
+    """The first (step, stage) whose loss was NaN or infinite, looked for on the device.
 
-    `observe` costs a few device ops and no synchronisation; `check` reads the record (one
-    sync) and stops the run with a T018 error naming the stage and step.
+    `observe` copies a step's losses into a device buffer (one op, no synchronisation: the
+    watch must not slow a step whose host work is a handful of ops); `check` looks at the
+    buffered steps (one sync) and stops the run with a T018 error naming the stage and step.
     """
 
     def __init__(self, first_stage: int = 1) -> None:
         self.first_stage = first_stage
-        self.stages = 1
-        self.record: Tensor | None = None  # step · stages + stage index, or -1
+        self._buffer: Tensor | None = None  # (CHECK_EVERY, stages): the steps since a check
+        self._rows = 0
+        self._first_step = 0  # the global step of the buffer's first row
 
-    def observe(self, losses: Sequence[Tensor], step: int) -> None:
-        """Note this step's losses (0-based global `step`); read them every CHECK_EVERY steps."""
-        bad = torch.isfinite(torch.stack([loss.detach() for loss in losses])).logical_not()  # (n,)
-        self.stages = len(losses)
-        if self.record is None:
-            self.record = torch.full((), -1, dtype=torch.long, device=bad.device)
-        code = bad.long().argmax() + step * self.stages
-        self.record = torch.where(bad.any() & (self.record < 0), code, self.record)
-        if step % CHECK_EVERY == CHECK_EVERY - 1:
+    def observe(self, losses: Tensor, step: int) -> None:
+        """Note this step's losses ((stages,), 0-based global `step`; steps come in order);
+        check every CHECK_EVERY steps."""
+        if self._buffer is None:
+            self._buffer = losses.new_empty((CHECK_EVERY, losses.numel()))
+        if not self._rows:
+            self._first_step = step
+        self._buffer[self._rows].copy_(losses)
+        self._rows += 1
+        if self._rows == CHECK_EVERY:
             self.check()
 
     def check(self) -> None:
-        """Raise T018 if any observed loss was not finite."""
-        code = -1 if self.record is None else int(self.record)
-        if code < 0:
+        """Raise T018 if any loss observed since the last check was not finite."""
+        if self._buffer is None or not self._rows:
             return
-        step, index = divmod(code, self.stages)
+        bad = torch.isfinite(self._buffer[: self._rows]).logical_not().reshape(-1)
+        stages, self._rows = self._buffer.shape[1], 0
+        first = int(torch.where(bad.any(), bad.long().argmax(), -1))  # the one sync
+        if first < 0:
+            return
+        row, index = divmod(first, stages)
         fail(
             "T018",
             f"the loss of stage {self.first_stage + index} became NaN or infinite at step "
-            f"{step + 1}; training stopped without checkpointing this epoch",
+            f"{self._first_step + row + 1}; training stopped without checkpointing this epoch",
             help="lower --lr, use --amp off or bf16 instead of fp16, or check the data for "
             "NaN values",
         )

@@ -489,18 +489,17 @@ class _Session:
         loaders.start_epoch(epoch)
         bars.start_epoch(self._title(epoch, phase), len(loaders.train))
         self.model.train()
-        sums: list[Tensor] = []
+        sums: Tensor | None = None  # (stages,) float64: Σ loss × batch size
         seen = 0
         watch = LossWatch(first_stage=self.config.standalone or self.config.oracle or 1)
         for images, labels in loaders.train:
             images = self.runtime.to_device(images)
             labels = labels.to(self.runtime.device, non_blocking=self.runtime.pin_memory)
-            losses = steps(images, labels)
+            losses = torch.stack(steps(images, labels))  # (stages,): three ops of bookkeeping
             watch.observe(losses, self.step)
-            if not sums:
-                sums = [torch.zeros((), dtype=torch.float64, device=images.device) for _ in losses]
-            for i, loss in enumerate(losses):
-                sums[i] += loss.double() * labels.shape[0]
+            if sums is None:
+                sums = torch.zeros(losses.shape, dtype=torch.float64, device=losses.device)
+            sums.add_(losses, alpha=labels.shape[0])
             seen += int(labels.shape[0])
             self.step += 1
             show = bars.active and self.step % 10 == 0  # .item() syncs a GPU: not every step
@@ -530,15 +529,15 @@ class _Session:
             return f"oracle {self._labels()[0]} {where}"
         return where
 
-    def _mean_losses(self, sums: list[Tensor], seen: int, plan: StepPlan) -> list[float | None]:
-        if self.context.enabled and sums:
-            stacked = torch.stack(sums)
-            totals = torch.cat(
-                [stacked, torch.tensor([float(seen)], dtype=torch.float64, device=stacked.device)]
-            )
-            torch.distributed.all_reduce(totals)
-            sums, seen = list(totals[:-1]), int(totals[-1])
-        means: list[float | None] = [float(s) / max(seen, 1) for s in sums]
+    def _mean_losses(self, sums: Tensor | None, seen: int, plan: StepPlan) -> list[float | None]:
+        totals = [] if sums is None else sums.tolist()
+        if self.context.enabled and sums is not None:
+            counted = torch.tensor([float(seen)], dtype=torch.float64, device=sums.device)
+            reduced = torch.cat([sums, counted])
+            torch.distributed.all_reduce(reduced)
+            *totals, total_seen = reduced.tolist()
+            seen = int(total_seen)
+        means: list[float | None] = [s / max(seen, 1) for s in totals]
         width = 1 if self.config.standalone else self.n
         return means + [None] * (width - len(means))
 

@@ -106,6 +106,7 @@ class GraphedSteps:
         self._graph: torch.cuda.CUDAGraph | None = None
         self._inputs: tuple[Tensor, Tensor] | None = None
         self._backward: Backward | None = None
+        self._losses = torch.empty(0)
         self._tensors = [*plan.model.parameters(), *plan.model.buffers()]
         self._addresses: tuple[int, ...] = ()
         self._params = [p for group in plan.stage_params for p in group]
@@ -130,7 +131,8 @@ class GraphedSteps:
             # an eager step, or the caller (``zero_grad``), replaced gradients the graph writes
             for p, grad in zip(self._params, self._grads, strict=True):
                 p.grad = grad
-        return [loss.clone() for loss in finish_step(self.plan, self._backward)]
+        finish_step(self.plan, self._backward)
+        return list(self._losses.clone().unbind(0))  # one copy, free of the next replay
 
     def _fits(self, images: Tensor, labels: Tensor) -> bool:
         """Whether a replay computes this batch's step; a moved parameter or buffer drops the
@@ -166,6 +168,7 @@ class GraphedSteps:
                 self._backward = backward_step(
                     self.plan, self.runtime, *self._inputs, cast_cache=False
                 )
+                self._losses = torch.stack(self._backward.losses)  # (stages,)
         except RuntimeError as error:
             fail(
                 "T020",

@@ -10,6 +10,7 @@ import torch.distributed as dist
 from train_toy import make_toy
 
 from nestdsl.diagnostics import NestError
+from nestdsl.profiling import DispatchCounter
 from nestdsl.train import batch_step, devices, distributed, graphed, train
 from nestdsl.train.batch_step import LossWatch
 from nestdsl.train.config import make_config
@@ -18,8 +19,8 @@ from nestdsl.train.runs import load_tensors
 FAST = {"data": "synthetic:128", "batch_size": 32, "lr": 0.05, "device": "cpu"}
 
 
-def finite(n: int = 3) -> list[torch.Tensor]:
-    return [torch.tensor(1.0)] * n
+def finite(n: int = 3) -> torch.Tensor:
+    return torch.ones(n)
 
 
 def test_loss_watch_names_the_first_bad_stage_and_step():
@@ -27,15 +28,26 @@ def test_loss_watch_names_the_first_bad_stage_and_step():
     for step in range(4):
         watch.observe(finite(), step)
     watch.check()  # all finite: nothing to report
-    watch.observe([torch.tensor(1.0), torch.tensor(math.nan), torch.tensor(math.inf)], 4)
-    watch.observe([torch.tensor(math.inf), torch.tensor(1.0), torch.tensor(1.0)], 5)
+    watch.observe(torch.tensor([1.0, math.nan, math.inf]), 4)
+    watch.observe(torch.tensor([math.inf, 1.0, 1.0]), 5)
     with pytest.raises(NestError, match=r"T018.*stage 2 became NaN or infinite at step 5"):
         watch.check()
 
 
+def test_watching_a_step_costs_two_ops_whatever_the_stages():
+    """A replayed step leaves the host about a dozen ops: the watch must not add many more."""
+    for n in (3, 7):
+        watch = LossWatch()
+        losses = finite(n)
+        watch.observe(losses, 0)
+        with DispatchCounter() as counter:
+            watch.observe(losses, 1)
+        assert dict(counter.by_op) == {"aten.select.int": 1, "aten.copy_.default": 1}
+
+
 def test_loss_watch_reads_periodically_and_offsets_standalone_stages():
     watch = LossWatch(first_stage=3)
-    watch.observe([torch.tensor(math.nan)], 0)
+    watch.observe(torch.tensor([math.nan]), 0)
     for step in range(1, batch_step.CHECK_EVERY - 1):
         watch.observe(finite(1), step)
     with pytest.raises(NestError, match="stage 3 became NaN or infinite at step 1"):
