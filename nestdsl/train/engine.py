@@ -495,7 +495,8 @@ class _Session:
         for images, labels in loaders.train:
             images = self.runtime.to_device(images)
             labels = labels.to(self.runtime.device, non_blocking=self.runtime.pin_memory)
-            losses = torch.stack(steps(images, labels))  # (stages,): three ops of bookkeeping
+            # (stages,); with the watch and the sum, four ops of bookkeeping whatever the stages
+            losses = torch.stack(steps(images, labels))
             watch.observe(losses, self.step)
             if sums is None:
                 sums = torch.zeros(losses.shape, dtype=torch.float64, device=losses.device)
@@ -530,13 +531,15 @@ class _Session:
         return where
 
     def _mean_losses(self, sums: Tensor | None, seen: int, plan: StepPlan) -> list[float | None]:
-        totals = [] if sums is None else sums.tolist()
-        if self.context.enabled and sums is not None:
+        totals: list[float] = []
+        if sums is not None and self.context.enabled:
             counted = torch.tensor([float(seen)], dtype=torch.float64, device=sums.device)
             reduced = torch.cat([sums, counted])
             torch.distributed.all_reduce(reduced)
             *totals, total_seen = reduced.tolist()
             seen = int(total_seen)
+        elif sums is not None:
+            totals = sums.tolist()
         means: list[float | None] = [s / max(seen, 1) for s in totals]
         width = 1 if self.config.standalone else self.n
         return means + [None] * (width - len(means))
