@@ -118,14 +118,15 @@ def anytime_stages(
     return step
 
 
-def eval_copies(
-    net: nestdsl.NestedNet, device: torch.device, count: int
+def copies_of(
+    net: nestdsl.NestedNet, device: torch.device, count: int, *, training: bool = False
 ) -> list[nestdsl.NestedNet]:
-    """``count`` copies of ``net`` (same weights, eval mode, on ``device``), so that paths
-    switching execution modes never meet a compiled or captured one."""
+    """``count`` copies of ``net`` (same weights, on ``device``, eval mode unless
+    ``training``), so that paths switching execution modes never meet a compiled or captured
+    one."""
     copies = []
     for _ in range(count):
-        copy = nestdsl.compile(net.ir).eval().to(device)
+        copy = nestdsl.compile(net.ir).train(training).to(device)
         copy.load_state_dict(net.state_dict())
         copies.append(copy)
     return copies
@@ -135,7 +136,7 @@ def compiled_paths(net: nestdsl.NestedNet, x: torch.Tensor) -> list[Path_]:
     """The inference paths compiled by ``torch.compile``, each on its own copy of ``net`` (so
     that other paths switching execution modes never invalidate a compiled graph), compiled
     before timing; prints each compile time."""
-    joint, stepped = eval_copies(net, x.device, 2)
+    joint, stepped = copies_of(net, x.device, 2)
     sub = net.subnetwork(1).eval().to(x.device)
     advance, n = torch.compile(stepped.advance), net.num_stages
     result = [
@@ -262,8 +263,7 @@ def graphed_train_paths(
     graph (``nestdsl train --cuda-graphs`` records the same passes), on copies of the two
     networks (a capture must never meet another path's execution mode): the comparison
     without the launches that dominate eager steps on a GPU."""
-    nested = nestdsl.compile(net.ir).train().to(x.device)
-    nested.load_state_dict(net.state_dict())
+    (nested,) = copies_of(net, x.device, 1, training=True)
     nested.set_execution("auto")
     result = [Path_("graphed train", "joint auto", graphed_function(training_step(nested, x)))]
     if hand is not None:
@@ -291,7 +291,7 @@ def graphed_function(fn: Callable[[], None], warmup: int = 3) -> Callable[[], No
 def graphed_paths(net: nestdsl.NestedNet, x: torch.Tensor) -> list[Path_]:
     """The inference paths replayed from CUDA graphs, each captured on its own copy of
     ``net`` (so that other paths switching execution modes never meet a captured one)."""
-    joint, stepped = eval_copies(net, x.device, 2)
+    joint, stepped = copies_of(net, x.device, 2)
     graphed = GraphedAnytime(stepped, x)
     sub = net.subnetwork(1).eval().to(x.device)
     return [

@@ -39,7 +39,14 @@ import torch
 from torch import Tensor
 
 from nestdsl.diagnostics import fail
-from nestdsl.train.batch_step import Backward, StepPlan, backward_step, finish_step, train_step
+from nestdsl.train.batch_step import (
+    Backward,
+    StepPlan,
+    backward_step,
+    distinct,
+    finish_step,
+    train_step,
+)
 from nestdsl.train.config import TrainConfig
 from nestdsl.train.devices import Runtime
 
@@ -109,7 +116,7 @@ class GraphedSteps:
         self._losses = torch.empty(0)
         self._tensors = [*plan.model.parameters(), *plan.model.buffers()]
         self._addresses: tuple[int, ...] = ()
-        self._params = [p for group in plan.stage_params for p in group]
+        self._params = distinct([p for group in plan.stage_params for p in group])
         self._grads: list[Tensor | None] = []
         self._seen: dict[tuple[object, ...], int] = {}  # warm-up steps per batch shape
 
@@ -117,9 +124,10 @@ class GraphedSteps:
         if self._graph is not None and not self._fits(images, labels):
             return self._eager(images, labels)
         if self._graph is None:
-            seen = self._seen.get(_shapes(images, labels), 0)
+            shapes = _shapes(images, labels)
+            seen = self._seen.get(shapes, 0)
             if seen < self.warmup:  # a shape seen often enough is the one to capture
-                self._seen[_shapes(images, labels)] = seen + 1
+                self._seen[shapes] = seen + 1
                 return self._eager(images, labels, side_stream=True)
             self._capture(images, labels)
         assert self._graph is not None and self._inputs is not None and self._backward
